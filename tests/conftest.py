@@ -1,0 +1,18 @@
+"""Shared test fixtures: paths to the real data in ../shared/data and the repository root."""
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("TPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
+GSM8K = SHARED_DATA / "gsm8k"
+TPT_REF = SHARED_DATA / "tpt_reference"
+PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python"
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real data not found at {SHARED_DATA} (set TPT_SHARED_DATA)")
+    return SHARED_DATA

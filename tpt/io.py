@@ -1,0 +1,193 @@
+"""One reader and one writer for every file TPT touches.
+
+Question files: a JSON list of {idt, question, solution, solnum} (the original TPT format; its kept-trace
+files say `id` instead of `idt`), a JSONL of the same, or GSM8K's own JSONL lines {question, answer} where the
+answer ends with `#### N` (idt = row index). Sample files: e0.json ... e{N-1}.json, each a JSON list of
+{qnum, question, solution} with optional extras (finish_reason, num_tokens).
+
+Bad input raises DataError with one line naming the file and the record; scripts turn it into a non-zero exit.
+Every write goes to a temp file in the same folder and is renamed into place, so no reader ever sees half a file.
+"""
+import json
+import os
+import re
+import sys
+import tempfile
+
+
+class DataError(Exception):
+    """Bad input: the message is one line naming the file and the record."""
+
+
+def write_json(path, obj, indent=4):
+    """Write obj as JSON atomically (temp file in the same folder, then rename)."""
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    write_text(path, text + "\n")
+
+
+def write_text(path, text):
+    """Write text atomically (temp file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_json(path):
+    """Parse a JSON file; a missing file or malformed JSON is a DataError naming the file."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def read_jsonl(path):
+    """Parse a JSON-lines file into a list; a bad line is a DataError naming the file and line."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    records = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}: line {lineno}: malformed JSON: {e.msg}") from None
+    return records
+
+
+def _read_records(path):
+    """A JSON list or a JSONL file, judged by content rather than by the file's extension."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    with open(path, encoding="utf-8") as f:
+        head = f.read(4096).lstrip()
+    if head.startswith("["):
+        data = read_json(path)
+    elif head.startswith("{"):
+        data = read_jsonl(path)
+    elif not head:
+        raise DataError(f"{path}: empty file")
+    else:
+        raise DataError(f"{path}: expected a JSON list or JSON lines, found {head[:20]!r}")
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of records, found {type(data).__name__}")
+    return data
+
+
+GSM8K_FINAL_RE = re.compile(r"####\s*(.+?)\s*$")
+
+
+def gsm8k_final_number(answer):
+    """The text after GSM8K's `#### ` line (kept as written, e.g. '2,125'), or None."""
+    last = answer.strip().splitlines()[-1] if answer.strip() else ""
+    m = GSM8K_FINAL_RE.search(last)
+    return m.group(1) if m else None
+
+
+def _check_field(path, i, rec, name, types):
+    if name not in rec:
+        raise DataError(f"{path}: record {i}: missing field '{name}'")
+    if not isinstance(rec[name], types) or isinstance(rec[name], bool):
+        want = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+        raise DataError(f"{path}: record {i}: field '{name}' must be {want}, got {type(rec[name]).__name__}")
+
+
+def read_questions(path):
+    """Read a question file into a list of {idt, question, solution, solnum} dicts (extra keys kept).
+
+    Accepts TPT JSON (idt or id), JSONL of the same, and GSM8K {question, answer} lines.
+    Raises DataError on a missing file, malformed JSON, a missing or mistyped field, or a duplicate idt.
+    """
+    data = _read_records(path)
+    out = []
+    seen = {}
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
+        rec = dict(rec)
+        if "idt" not in rec and "id" in rec:
+            rec["idt"] = rec.pop("id")
+        if "answer" in rec and "solnum" not in rec and "solution" not in rec:
+            # GSM8K's own format: the row index is the idt, the `#### N` line the answer.
+            _check_field(path, i, rec, "answer", str)
+            final = gsm8k_final_number(rec["answer"])
+            if final is None:
+                raise DataError(f"{path}: record {i}: answer has no '#### N' final line")
+            rec = {"idt": rec.get("idt", i), "question": rec["question"], "solution": rec["answer"], "solnum": final}
+        _check_field(path, i, rec, "idt", (int, str))
+        _check_field(path, i, rec, "question", str)
+        _check_field(path, i, rec, "solution", str)
+        _check_field(path, i, rec, "solnum", (str, int, float))
+        rec["solnum"] = str(rec["solnum"])
+        if rec["idt"] in seen:
+            raise DataError(f"{path}: record {i}: duplicate idt {rec['idt']!r} (first at record {seen[rec['idt']]})")
+        seen[rec["idt"]] = i
+        out.append(rec)
+    return out
+
+
+def sample_paths(folder, num_samples):
+    """The sample files e0.json ... e{N-1}.json of one run folder."""
+    return [os.path.join(folder, f"e{i}.json") for i in range(num_samples)]
+
+
+def read_samples(path, questions=None):
+    """Read one e{i}.json: a list of {qnum, question, solution} (extras kept).
+
+    With `questions` (from read_questions), every qnum must be one of their idts and the file must hold
+    exactly one record per question.
+    """
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: sample file not found")
+    data = read_json(path)
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of samples, found {type(data).__name__}")
+    for i, rec in enumerate(data):
+        if not isinstance(rec, dict):
+            raise DataError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")
+        _check_field(path, i, rec, "qnum", (int, str))
+        _check_field(path, i, rec, "solution", str)
+        if "question" in rec and not isinstance(rec["question"], str):
+            raise DataError(f"{path}: record {i}: field 'question' must be str")
+    if questions is not None:
+        idts = {q["idt"] for q in questions}
+        seen = set()
+        for i, rec in enumerate(data):
+            if rec["qnum"] not in idts:
+                raise DataError(f"{path}: record {i}: qnum {rec['qnum']!r} is not an idt of the question file")
+            if rec["qnum"] in seen:
+                raise DataError(f"{path}: record {i}: qnum {rec['qnum']!r} appears twice")
+            seen.add(rec["qnum"])
+        if len(data) != len(questions):
+            raise DataError(f"{path}: has {len(data)} records, expected {len(questions)} (one per question)")
+    return data
+
+
+_WS_RE = re.compile(r"\s+")
+
+
+def normalize_text(text):
+    """Lower-case, whitespace-folded text: the key for overlap checks and duplicate traces."""
+    return _WS_RE.sub(" ", text).strip().lower()
+
+
+def fail(message, code=2):
+    """Print one clear error line and exit non-zero (scripts call this on DataError)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)

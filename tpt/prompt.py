@@ -1,0 +1,76 @@
+"""The one prompt builder: Think, Eval and Train all build prompts here.
+
+The prompt is the model's own chat template around one user message. The default template ("tpt") is the
+original TPT wording, whitespace included, because the paper's numbers were produced with it. The original
+then trained on a different string (no chat template); here Train calls the same functions, so the tokens a
+model is trained to continue are the tokens it was sampled from.
+"""
+import re
+
+_PAD = " " * 20  # the original's f-string sat inside 20 spaces of code indentation, and the model saw them
+
+_TPT_LINES = [
+    "",
+    "You are an expert mathematician. ",
+    "You are provided with a math problem.",
+    "Your task is to solve the problem step-by-step, clearly showing all relevant calculations and reasoning.",
+    None,
+    "# PROBLEM:",
+    "{question}",
+    "",
+    "Requirements:",
+    "1. Provide a complete and correct solution in a markdown block.",
+    "2. Explain each step of the solution in detail.",
+    "3. Conclude with the final numerical answer on a new line in the format `#### [Answer]`, "
+    "replacing `[Answer]` with the actual answer.",
+    None,
+    "# SOLUTION:",
+    "",
+]
+# None marks the original's truly empty lines; every other line after the first carries the indentation.
+TPT_TEMPLATE = "\n".join(
+    [_TPT_LINES[0]] + ["" if line is None else _PAD + line for line in _TPT_LINES[1:]]
+)
+
+PLAIN_TEMPLATE = (
+    "Solve this math problem step by step, showing your calculations.\n\n"
+    "{question}\n\n"
+    "End with the final numerical answer alone on the last line, written as `#### <number>`."
+)
+
+TEMPLATES = {"tpt": TPT_TEMPLATE, "plain": PLAIN_TEMPLATE}
+
+
+def build_user_message(question, template="tpt"):
+    """The user turn for one question. `template` is a name in TEMPLATES or a string holding {question}."""
+    text = TEMPLATES.get(template, template)
+    if "{question}" not in text:
+        raise ValueError(f"prompt template {template!r} is neither a known name {sorted(TEMPLATES)} nor holds {{question}}")
+    return text.replace("{question}", question.strip())
+
+
+def build_messages(question, template="tpt"):
+    """The conversation sent to the model: one user message."""
+    return [{"role": "user", "content": build_user_message(question, template)}]
+
+
+def build_prompt(tokenizer, question, template="tpt"):
+    """The full prompt string: the tokenizer's chat template with the generation prompt opened."""
+    return tokenizer.apply_chat_template(
+        build_messages(question, template), tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode_prompt(tokenizer, question, template="tpt"):
+    """Token ids of build_prompt. The chat template already holds any BOS, so none is added twice."""
+    return tokenizer(build_prompt(tokenizer, question, template), add_special_tokens=False)["input_ids"]
+
+
+_PLACEHOLDER_HASH_RE = re.compile(r"#### \[Answer\]")
+_PLACEHOLDER_RE = re.compile(r"(\*\*|####)?\s*\[Answer\](?:[:])?")
+
+
+def clean_response(text):
+    """Strip the `[Answer]` placeholder that models copy from the tpt template, as the original did."""
+    text = _PLACEHOLDER_HASH_RE.sub("####", text.strip())
+    return _PLACEHOLDER_RE.sub("", text)
