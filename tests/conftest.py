@@ -1,5 +1,6 @@
 """Shared test fixtures: paths to the real data in ../shared/data and the repository root."""
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("TPT_SHARED_DATA", ROOT.parent / "shared" / "data"))
 GSM8K = SHARED_DATA / "gsm8k"
 TPT_REF = SHARED_DATA / "tpt_reference"
-PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else "python"
+PYTHON = sys.executable  # scripts run under the same interpreter (the .venv) as the tests
 
 
 @pytest.fixture(scope="session")
