@@ -24,8 +24,11 @@ def package_versions():
     return out
 
 
-def write_manifest(folder, args, **fields):
-    """Write folder/manifest.json with the script, its args, package versions and any extra fields."""
+def write_manifest(folder, args, filename="manifest.json", **fields):
+    """Write folder/<filename> with the script, its args, package versions and any extra fields.
+
+    Stages that write into another stage's folder (evmath.py into the samples folder) use their own filename.
+    """
     record = {
         "script": os.path.basename(sys.argv[0]),
         "argv": sys.argv[1:],
@@ -34,12 +37,12 @@ def write_manifest(folder, args, **fields):
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     record.update(fields)
-    path = os.path.join(folder, "manifest.json")
+    path = os.path.join(folder, filename)
     write_json(path, record)
     return path
 
 
-def read_manifest(folder):
+def read_manifest(folder, filename="manifest.json"):
     """The manifest of a finished run, or None when the folder has none."""
-    path = os.path.join(folder, "manifest.json")
+    path = os.path.join(folder, filename)
     return read_json(path) if os.path.isfile(path) else None
