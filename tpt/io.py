@@ -35,6 +35,10 @@ def write_text(path, text):
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file owner-only; give it the mode a plain open() would have.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -95,7 +99,7 @@ GSM8K_FINAL_RE = re.compile(r"####\s*(.+?)\s*$")
 
 def gsm8k_final_number(answer):
     """The text after GSM8K's `#### ` line (kept as written, e.g. '2,125'), or None."""
-    last = answer.strip().splitlines()[-1] if answer.strip() else ""
+    last = answer.strip().rsplit("\n", 1)[-1]
     m = GSM8K_FINAL_RE.search(last)
     return m.group(1) if m else None
 
@@ -108,11 +112,12 @@ def _check_field(path, i, rec, name, types):
         raise DataError(f"{path}: record {i}: field '{name}' must be {want}, got {type(rec[name]).__name__}")
 
 
-def read_questions(path):
+def read_questions(path, unique_idt=True):
     """Read a question file into a list of {idt, question, solution, solnum} dicts (extra keys kept).
 
     Accepts TPT JSON (idt or id), JSONL of the same, and GSM8K {question, answer} lines.
     Raises DataError on a missing file, malformed JSON, a missing or mistyped field, or a duplicate idt.
+    Kept-trace files may hold several traces of one question: read them with unique_idt=False.
     """
     data = _read_records(path)
     out = []
@@ -135,7 +140,7 @@ def read_questions(path):
         _check_field(path, i, rec, "solution", str)
         _check_field(path, i, rec, "solnum", (str, int, float))
         rec["solnum"] = str(rec["solnum"])
-        if rec["idt"] in seen:
+        if unique_idt and rec["idt"] in seen:
             raise DataError(f"{path}: record {i}: duplicate idt {rec['idt']!r} (first at record {seen[rec['idt']]})")
         seen[rec["idt"]] = i
         out.append(rec)
@@ -145,6 +150,26 @@ def read_questions(path):
 def sample_paths(folder, num_samples):
     """The sample files e0.json ... e{N-1}.json of one run folder."""
     return [os.path.join(folder, f"e{i}.json") for i in range(num_samples)]
+
+
+def _samples_look_valid(data, questions):
+    """True when every record is well-formed (and matches the questions one to one), checked with C-speed
+    passes over the whole file; on False the record-by-record checks find and name the bad record."""
+    if set(map(type, data)) - {dict}:
+        return False
+    try:
+        qnums = [r["qnum"] for r in data]
+        solutions = [r["solution"] for r in data]
+    except KeyError:
+        return False
+    if set(map(type, qnums)) - {int, str} or set(map(type, solutions)) - {str}:
+        return False
+    if set(map(type, [r.get("question", "") for r in data])) - {str}:
+        return False
+    if questions is None:
+        return True
+    unique = set(qnums)
+    return len(unique) == len(data) == len(questions) and unique == {q["idt"] for q in questions}
 
 
 def read_samples(path, questions=None):
@@ -158,6 +183,8 @@ def read_samples(path, questions=None):
     data = read_json(path)
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of samples, found {type(data).__name__}")
+    if _samples_look_valid(data, questions):  # one fast pass; the slow one below names the bad record
+        return data
     for i, rec in enumerate(data):
         if not isinstance(rec, dict):
             raise DataError(f"{path}: record {i}: expected an object, got {type(rec).__name__}")

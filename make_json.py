@@ -1,0 +1,61 @@
+"""Prune, part 2: split kept traces into train and eval files by question (no question in both).
+
+    python make_json.py --input runs/r1/samples/correct_answers.json --train_output runs/r1/data/train.json \\
+        --eval_output runs/r1/data/eval.json --train_size 2000 --exclude ../shared/data/gsm8k/test.jsonl
+
+Whole questions stay together: train gets at most --train_size traces, eval the other questions (at most
+--eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
+whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
+Writes make_json_manifest.json beside --train_output.
+"""
+import argparse
+import os
+
+from tpt.io import DataError, fail, read_questions, write_json
+from tpt.manifest import write_manifest
+from tpt.split import check_or_drop_held_out, group_by_question, split_by_question
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--input", required=True, help="kept traces (correct_answers.json; records with idt or id)")
+    p.add_argument("--train_output", default="data/next/train2k.json", help="where the train JSON goes")
+    p.add_argument("--eval_output", default="data/next/evnext.json", help="where the eval JSON goes")
+    p.add_argument("--train_size", type=int, default=2000, help="at most this many traces in train")
+    p.add_argument("--eval_size", type=int, default=200, help="at most this many traces in eval (0 = all the rest)")
+    p.add_argument("--seed", type=int, default=0, help="shuffles the questions")
+    p.add_argument("--exclude", nargs="*", default=[], metavar="FILE",
+                   help="held-out question files (e.g. the test set): refuse inputs whose question is in them")
+    p.add_argument("--drop_excluded", action="store_true", help="drop held-out questions instead of refusing")
+    return p
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.train_size < 0 or args.eval_size < 0:
+        fail("--train_size and --eval_size must be 0 or more")
+    if os.path.abspath(args.train_output) == os.path.abspath(args.eval_output):
+        fail("--train_output and --eval_output are the same file")
+    try:
+        records = read_questions(args.input, unique_idt=False)
+        records, dropped = check_or_drop_held_out(records, args.exclude, args.drop_excluded, args.input)
+    except DataError as e:
+        fail(str(e))
+    if dropped:
+        print(f"dropped {dropped} traces whose question is in {' '.join(args.exclude)}")
+    train, evals = split_by_question(records, args.train_size, args.seed, args.eval_size)
+    left_out = len(records) - len(train) - len(evals)
+    write_json(args.train_output, train)
+    write_json(args.eval_output, evals)
+    summary = {"input_traces": len(records), "input_questions": len(group_by_question(records)),
+               "train_traces": len(train), "eval_traces": len(evals), "left_out_traces": left_out,
+               "dropped_excluded": dropped}
+    write_manifest(os.path.dirname(os.path.abspath(args.train_output)), args, filename="make_json_manifest.json",
+                   **summary)
+    print(f"train: {args.train_output} | eval: {args.eval_output}")
+    print(" | ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Prune, part 1: score a folder of sampled solutions and keep the correct traces.
+
+A samples folder holds e0.json ... e{N-1}.json (one record per question each). Scoring writes beside them:
+  scored.json             one record per (question, sample): qnum, sample (the e-file index), final_answer
+                          (None = no answer found), strict_answer, correct, strict_correct (+ finish_reason,
+                          num_tokens when the sample records them)
+  pass_at_k_results.json  the summary (pass@k for every k <= N, maj@k, strict figures, rates, counts)
+  pass_at_k_results.csv   the original's rows `Metric,Score`, so its users' scripts keep working
+  correct_answers.json    the kept traces as questions {idt, question, solution, solnum}
+Every file is read and validated before anything is written, and every write is atomic.
+"""
+import csv
+import io
+import json
+import os
+
+from tpt.extract import extract_pair, number_text
+from tpt.io import DataError, normalize_text, read_samples, sample_paths, write_json, write_text
+from tpt.metrics import maj_at_k, mean_pass_at_k, pass1_ci95
+
+SCORED_FILE = "scored.json"
+SUMMARY_FILE = "pass_at_k_results.json"
+CSV_FILE = "pass_at_k_results.csv"
+KEPT_FILE = "correct_answers.json"
+
+
+def load_samples_dir(samples_dir, questions, num_samples):
+    """Read and validate e0.json ... e{N-1}.json; returns one list of records per file."""
+    if num_samples < 1:
+        raise DataError(f"{samples_dir}: --num_samples must be at least 1, got {num_samples}")
+    if not os.path.isdir(samples_dir):
+        raise DataError(f"{samples_dir}: samples folder not found")
+    return [read_samples(path, questions) for path in sample_paths(samples_dir, num_samples)]
+
+
+def score_samples(questions, sample_files):
+    """One scored record per (question, sample), in question order then sample order."""
+    gold = {q["idt"]: number_text(q["solnum"]) for q in questions}
+    by_question = {q["idt"]: [None] * len(sample_files) for q in questions}
+    for index, records in enumerate(sample_files):
+        for rec in records:
+            by_question[rec["qnum"]][index] = rec
+    scored = []
+    for q in questions:
+        want = gold[q["idt"]]
+        for index, rec in enumerate(by_question[q["idt"]]):
+            answer, strict = extract_pair(rec["solution"])
+            # Our modes spell equal numbers alike, so string equality with the gold's spelling is exact.
+            row = {"qnum": q["idt"], "sample": index, "final_answer": answer, "strict_answer": strict,
+                   "correct": answer is not None and answer == want,
+                   "strict_correct": strict is not None and strict == want}
+            if "finish_reason" in rec:
+                row["finish_reason"] = rec["finish_reason"]
+            if "num_tokens" in rec:
+                row["num_tokens"] = rec["num_tokens"]
+            scored.append(row)
+    return scored
+
+
+def summarize(scored, num_samples, ks=None):
+    """The summary dict written as pass_at_k_results.json."""
+    n = num_samples
+    ks = sorted({1, n, *(k for k in (ks or []) if 1 <= k <= n)})
+    total = len(scored)
+    # score_samples writes each question's n samples together: per-question lists are slices.
+    starts = range(0, total, n)
+    flags = [r["correct"] for r in scored]
+    strict_flags = [r["strict_correct"] for r in scored]
+    all_answers = [r["final_answer"] for r in scored]
+    correct = [sum(flags[i:i + n]) for i in starts]
+    strict = [sum(strict_flags[i:i + n]) for i in starts]
+    answers = [all_answers[i:i + n] for i in starts]
+    summary = {"num_questions": len(correct), "num_samples": n, "num_scored": total}
+    for k in range(1, n + 1):
+        summary[f"pass@{k}"] = mean_pass_at_k(correct, n, k)
+    for k in ks:
+        summary[f"maj@{k}"] = maj_at_k(answers, [flags[i:i + n] for i in starts], k)
+    summary["strict_pass@1"] = mean_pass_at_k(strict, n, 1)
+    summary[f"strict_pass@{n}"] = mean_pass_at_k(strict, n, n)
+    summary["pass@1_ci95"] = list(pass1_ci95(correct, n))
+    summary["strict_pass@1_ci95"] = list(pass1_ci95(strict, n))
+    summary["num_correct"] = sum(correct)
+    summary["num_strict_correct"] = sum(strict)
+    summary["num_no_answer"] = all_answers.count(None)
+    summary["num_wrong_answer"] = total - summary["num_correct"] - summary["num_no_answer"]
+    summary["num_solved_questions"] = sum(c > 0 for c in correct)
+    summary["format_rate"] = sum([r["strict_answer"] is not None for r in scored]) / total if total else 0.0
+    summary["no_answer_rate"] = summary["num_no_answer"] / total if total else 0.0
+    reasons = [r["finish_reason"] for r in scored if "finish_reason" in r and r["finish_reason"] is not None]
+    # Over the samples that report a finish_reason; None when none does (e.g. files from the original).
+    summary["truncation_rate"] = sum(x == "length" for x in reasons) / len(reasons) if reasons else None
+    tokens = [r["num_tokens"] for r in scored if "num_tokens" in r and isinstance(r["num_tokens"], (int, float))]
+    summary["mean_num_tokens"] = sum(tokens) / len(tokens) if tokens else None
+    summary["ks"] = ks
+    return summary
+
+
+def select_kept(scored, questions, samples_by_qnum, max_per_question=1, strict_only=False, keep_truncated=False):
+    """The correct traces to train on, as question records {idt, question, solution, solnum}.
+
+    samples_by_qnum: for each e-file, a dict {qnum: sample record}.
+
+    Per question, in sample order: drop wrong and no-answer traces, traces cut by the token limit
+    (finish_reason == "length") unless keep_truncated, non-strict traces if strict_only, and exact duplicates
+    (after whitespace and case folding); then keep at most max_per_question (0 = all).
+    """
+    by_idt = {q["idt"]: q for q in questions}
+    kept, kept_texts = [], {}
+    for row in scored:
+        ok = row["strict_correct"] if strict_only else row["correct"]
+        if not ok or (not keep_truncated and row.get("finish_reason") == "length"):
+            continue
+        idt = row["qnum"]
+        earlier = kept_texts.setdefault(idt, [])
+        if max_per_question and len(earlier) >= max_per_question:
+            continue
+        solution = samples_by_qnum[row["sample"]][idt]["solution"]
+        key = normalize_text(solution) if earlier else None  # the first trace of a question needs no key
+        if earlier and key in (normalize_text(s) for s in earlier):
+            continue
+        earlier.append(solution)
+        q = by_idt[idt]
+        kept.append({"idt": idt, "question": q["question"], "solution": solution, "solnum": q["solnum"]})
+    return kept
+
+
+def _json_list(records):
+    """A JSON list with one record per line: readable, and written by the fast C encoder (indent is not)."""
+    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n"
+
+
+def _csv_text(summary):
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["Metric", "Score"])
+    n = summary["num_samples"]
+    first = ["pass@1", f"pass@{n}"]  # the original's two rows, in its order
+    for key in first + [k for k in summary if k not in first]:
+        value = summary[key]
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            writer.writerow([key, value])
+    return buf.getvalue()
+
+
+def score_samples_dir(samples_dir, questions, num_samples, ks=None, max_per_question=1, strict_only=False,
+                      keep_truncated=False):
+    """Score e0..e{N-1}.json in samples_dir, write the four outputs there, return the summary dict."""
+    sample_files = load_samples_dir(samples_dir, questions, num_samples)
+    return score_loaded(samples_dir, questions, sample_files, ks, max_per_question, strict_only, keep_truncated)
+
+
+def score_loaded(samples_dir, questions, sample_files, ks=None, max_per_question=1, strict_only=False,
+                 keep_truncated=False):
+    """score_samples_dir for files already read by load_samples_dir (evmath.py validates every folder first)."""
+    scored = score_samples(questions, sample_files)
+    indexed = [{rec["qnum"]: rec for rec in records} for records in sample_files]
+    kept = select_kept(scored, questions, indexed, max_per_question, strict_only, keep_truncated)
+    summary = summarize(scored, len(sample_files), ks)
+    summary["num_kept"] = len(kept)
+    summary["num_kept_questions"] = len({r["idt"] for r in kept})
+    summary["max_per_question"] = max_per_question
+    summary["strict_only"] = strict_only
+    summary["keep_truncated"] = keep_truncated
+    # Compact, by the C encoder: indenting 74,730 records would cost more than scoring them.
+    write_text(os.path.join(samples_dir, SCORED_FILE), json.dumps(scored, separators=(",", ":")) + "\n")
+    write_text(os.path.join(samples_dir, KEPT_FILE), _json_list(kept))
+    write_json(os.path.join(samples_dir, SUMMARY_FILE), summary)
+    write_text(os.path.join(samples_dir, CSV_FILE), _csv_text(summary))
+    return summary
+
+
+def format_summary(summary):
+    """The one-line summary every stage prints."""
+    n = summary["num_samples"]
+    lo, hi = summary["pass@1_ci95"]
+    parts = [
+        f"questions {summary['num_questions']}",
+        f"samples {n}",
+        f"pass@1 {summary['pass@1']:.4f} [{lo:.3f}, {hi:.3f}]",
+        f"pass@{n} {summary[f'pass@{n}']:.4f}",
+        f"maj@{n} {summary[f'maj@{n}']:.4f}",
+        f"strict pass@1 {summary['strict_pass@1']:.4f}",
+        f"format {summary['format_rate']:.3f}",
+        f"no answer {summary['no_answer_rate']:.3f}",
+    ]
+    if summary.get("truncation_rate") is not None:
+        parts.append(f"truncated {summary['truncation_rate']:.3f}")
+    if "num_kept" in summary:
+        parts.append(f"kept {summary['num_kept']}")
+    return " | ".join(parts)
