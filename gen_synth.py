@@ -1,0 +1,48 @@
+"""Think: sample N step-by-step solutions per training question into e0.json ... e{N-1}.json.
+
+    python gen_synth.py --model_name smollm2-135m --math data/gsm8ktrain.json --num_samples 5 \
+        --output_dir samples/math_train/round1 --limit 100 --max_tokens 512
+
+The paper's run: --model_name google/gemma-2-2b-it (vLLM on a CUDA GPU is picked by --backend auto).
+Each record is {qnum, question, solution, finish_reason, num_tokens}; manifest.json is written last. A killed
+run started again with the same arguments picks up where it stopped; a finished one is left untouched.
+"""
+import argparse
+
+from tpt.generate import (add_generation_args, finished_run, format_stats, run_fingerprint, sample_questions,
+                          select_questions, write_run_manifest)
+from tpt.io import DataError, fail, read_questions
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model_name", default="smollm2-135m",
+                        help="embedded alias (smollm2-135m), hub id or local folder")
+    parser.add_argument("--num_samples", type=int, default=2, help="solutions per question (files e0..e{N-1})")
+    parser.add_argument("--math", default="data/gsm8ktrain.json", help="question file (TPT JSON or GSM8K JSONL)")
+    parser.add_argument("--output_dir", default="samples/math_train/ft", help="run folder (samples, manifest)")
+    add_generation_args(parser, temperature=0.8)
+    return parser
+
+
+def main():
+    args = build_parser().parse_args()
+    try:
+        questions = select_questions(read_questions(args.math), args.limit)
+        fingerprint = run_fingerprint(args, questions)
+        manifest = finished_run(args.output_dir, fingerprint)
+        if manifest is not None:
+            print(f"{args.output_dir} is finished (manifest.json); nothing to do")
+            print(format_stats(manifest))
+            return
+        stats = sample_questions(args, questions, fingerprint)
+        write_run_manifest(args.output_dir, args, fingerprint, stats)
+    except DataError as e:
+        fail(str(e))
+    print(format_stats(stats))
+    print(f"wrote e0.json ... e{args.num_samples - 1}.json and manifest.json to {args.output_dir}")
+
+
+if __name__ == "__main__":
+    main()

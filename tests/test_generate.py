@@ -1,0 +1,179 @@
+"""Think and Eval end to end: gen_synth.py / gen_eval.py as real subprocesses on the embedded model and real
+GSM8K test questions (transformers backend on CPU). Short replies keep it cheap: budget ~4 minutes on 2 idle
+cores (21 minutes when measured with the cores shared by four engineers' jobs, load average 8).
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import GSM8K, PYTHON, ROOT
+
+SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
+EVAL = [PYTHON, str(ROOT / "gen_eval.py")]
+# 4 GSM8K test questions x 2 samples, 24 new tokens: enough to prove the plumbing, cheap on a CPU.
+COMMON = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--max_tokens", "24", "--backend", "hf"]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, **kw)
+
+
+def snapshot(folder):
+    """(mtime_ns, bytes) of every file in folder: proof that a second run touched nothing."""
+    return {name: (os.stat(folder / name).st_mtime_ns, (folder / name).read_bytes()) for name in os.listdir(folder)}
+
+
+@pytest.fixture(scope="module")
+def synth_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "run"
+    proc = run(SYNTH + COMMON + ["--num_samples", "2", "--output_dir", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def test_synth_writes_exactly_the_sample_files(synth_dir):
+    out, proc = synth_dir
+    assert sorted(os.listdir(out)) == ["e0.json", "e1.json", "manifest.json"]
+    # the resolved prompt of the first question is shown at start-up
+    assert "<|im_start|>user" in proc.stdout and "Janet" in proc.stdout
+    questions = [json.loads(line) for line in (GSM8K / "test.jsonl").read_text().splitlines()[:4]]
+    for name in ("e0.json", "e1.json"):
+        records = json.loads((out / name).read_text())
+        assert [r["qnum"] for r in records] == [0, 1, 2, 3]
+        assert [r["question"] for r in records] == [q["question"] for q in questions]
+        for r in records:
+            assert r["solution"].strip(), r
+            assert r["finish_reason"] in ("stop", "length")
+            assert 1 <= r["num_tokens"] <= 24
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_questions"] == 4 and manifest["num_samples"] == 2
+    assert manifest["generated_tokens"] == sum(
+        r["num_tokens"] for name in ("e0.json", "e1.json") for r in json.loads((out / name).read_text()))
+    assert manifest["tokens_per_second"] > 0
+    assert manifest["model_path"].endswith("smollm2-135m") and manifest["backend"] == "hf"
+    assert "questions 4 | samples 2" in proc.stdout
+
+
+def test_second_run_leaves_finished_files_alone_without_loading_the_model(synth_dir):
+    out, _ = synth_dir
+    before = snapshot(out)
+    # Run the script in a fresh interpreter and check afterwards that torch was never imported.
+    code = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__'); "
+            "assert 'torch' not in sys.modules, 'the model was loaded'")
+    proc = run([PYTHON, "-c", code, str(ROOT / "gen_synth.py")] + COMMON + ["--num_samples", "2", "--output_dir", str(out)])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "nothing to do" in proc.stdout
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("change", [
+    ["--seed", "1"],          # another seed: samples would differ
+    ["--max_tokens", "32"],   # another reply limit
+    ["--num_samples", "3"],   # another N: e2.json would sit beside e0/e1 from a different run
+])
+def test_different_arguments_on_a_finished_folder_are_refused(synth_dir, change):
+    out, _ = synth_dir
+    before = snapshot(out)
+    # argparse keeps the last value of a repeated flag, so `change` overrides the finished run's value
+    proc = run(SYNTH + COMMON + ["--num_samples", "2", "--output_dir", str(out)] + change)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "different arguments" in lines[0] and change[0].lstrip("-") in lines[0], proc.stderr
+    assert snapshot(out) == before
+
+
+def test_killed_run_resumes_without_redoing_journaled_questions(tmp_path):
+    out = tmp_path / "run"
+    # One question per batch (batch_size 2 = 1 question x 2 samples), so the journal grows question by question.
+    args = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--num_samples", "2", "--batch_size", "2",
+            "--max_tokens", "8", "--backend", "hf", "--output_dir", str(out)]
+    proc = subprocess.Popen(SYNTH + args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = out / ".journal.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if journal.exists() and len(journal.read_bytes().splitlines()) >= 2:  # header + 1 finished question
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    lines = journal.read_bytes().split(b"\n")
+    journaled = {}
+    for line in lines[1:]:
+        try:
+            rec = json.loads(line)
+        except ValueError:  # a line torn by the kill is redone
+            continue
+        journaled[rec["index"]] = rec
+    assert 1 <= len(journaled) < 4
+    assert not (out / "manifest.json").exists() and not (out / "e0.json").exists()
+
+    done = run(SYNTH + args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["resumed_questions"] == len(journaled)
+    assert manifest["sampled_questions"] == 4 - len(journaled)
+    assert not journal.exists()
+    files = [json.loads((out / f"e{j}.json").read_text()) for j in range(2)]
+    assert all(len(f) == 4 for f in files)
+    for index, rec in journaled.items():  # journaled samples are the ones in the final files
+        for j in range(2):
+            assert files[j][index]["num_tokens"] == rec["samples"][j]["num_tokens"]
+            assert files[j][index]["finish_reason"] == rec["samples"][j]["finish_reason"]
+
+
+def test_eval_scores_under_both_folder_flags_and_greedy_is_deterministic(tmp_path):
+    # --temperature 0 decodes greedily, so two seeds must give the same samples.
+    greedy = ["--numsamples", "2", "--temperature", "0", "--max_tokens", "8"]
+    a = run(EVAL + COMMON[:4] + ["--backend", "hf"] + greedy + ["--seed", "0", "--outputdir", str(tmp_path / "a")])
+    b = run(EVAL + COMMON[:4] + ["--backend", "hf"] + greedy + ["--seed", "7", "--output_dir", str(tmp_path / "b")])
+    for proc, folder in ((a, tmp_path / "a"), (b, tmp_path / "b")):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        summary = json.loads((folder / "pass_at_k_results.json").read_text())
+        assert summary["num_questions"] == 4 and summary["num_samples"] == 2
+        assert 0.0 <= summary["pass@1"] <= summary["pass@2"] <= 1.0
+        assert (folder / "scored.json").exists()
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert manifest["scores"]["pass@1"] == summary["pass@1"]
+        assert "pass@1" in proc.stdout and "strict pass@1" in proc.stdout and "tok/s" in proc.stdout
+    for j in range(2):
+        sa = [r["solution"] for r in json.loads((tmp_path / "a" / f"e{j}.json").read_text())]
+        sb = [r["solution"] for r in json.loads((tmp_path / "b" / f"e{j}.json").read_text())]
+        assert sa == sb
+    # greedy: both samples of a question are the same text
+    e0 = json.loads((tmp_path / "a" / "e0.json").read_text())
+    e1 = json.loads((tmp_path / "a" / "e1.json").read_text())
+    assert [r["solution"] for r in e0] == [r["solution"] for r in e1]
+
+
+def test_bad_question_file_is_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"idt": 1, "question": "2+2?", "solution": "4"}]))  # no solnum
+    proc = run(SYNTH + ["--math", str(bad), "--output_dir", str(tmp_path / "out"), "--backend", "hf"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("error:") and "solnum" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_backend_selection():
+    from tpt.backends import select_backend, vllm_status
+
+    usable, reason = vllm_status()
+    assert reason
+    # auto: vLLM exactly where it can run (installed and CUDA visible), transformers everywhere else
+    assert select_backend("auto") == ("vllm" if usable else "hf")
+    assert select_backend("hf") == "hf"  # an explicit choice is kept
+    if usable:
+        assert select_backend("vllm") == "vllm"
+    else:  # asking for vLLM where it cannot run says why instead of failing later
+        with pytest.raises(ValueError, match="--backend vllm"):
+            select_backend("vllm")
+    with pytest.raises(ValueError, match="unknown backend"):
+        select_backend("tgi")

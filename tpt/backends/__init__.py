@@ -1,0 +1,93 @@
+"""One backend interface, two implementations: vLLM (CUDA GPUs) and transformers (any device).
+
+A backend is built once per run and answers one call:
+
+    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed)
+        -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
+
+Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
+`temperature == 0` means greedy decoding. Every call is seeded: the same call with the same seed gives the same
+samples, which is what lets an interrupted run redo a batch and get what it would have got.
+"""
+import hashlib
+import importlib.util
+
+BACKENDS = ("auto", "vllm", "hf")
+
+
+def derive_seed(seed, *keys):
+    """A 31-bit seed from a base seed and keys (batch index, question index): stable across runs and machines."""
+    text = "/".join(str(k) for k in (seed, *keys))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def vllm_status():
+    """(usable, reason): vLLM is usable when it is installed and a CUDA device is visible."""
+    if importlib.util.find_spec("vllm") is None:
+        return False, "vllm is not installed (pip install -r requirements-vllm.txt on a CUDA machine)"
+    import torch
+
+    if not torch.cuda.is_available():
+        return False, "no CUDA device is visible"
+    return True, "vllm is installed and CUDA is available"
+
+
+def select_backend(name="auto"):
+    """The backend to use: 'vllm' or 'hf'. 'auto' picks vLLM when it is importable and CUDA is available;
+    an explicit 'vllm' where it cannot run is a ValueError saying why."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    usable, reason = vllm_status()
+    if name == "vllm" and not usable:
+        raise ValueError(f"--backend vllm: {reason}")
+    if name != "auto":
+        return name
+    return "vllm" if usable else "hf"
+
+
+def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
+    """Questions handed to one generate call, which is also one journal entry of a resumable run.
+
+    transformers: one forward batch of batch_size sequences. vLLM schedules its own batches, so it gets many
+    questions at once and a journal entry every few thousand sequences.
+    """
+    if backend == "hf":
+        return max(1, batch_size // num_samples)
+    return max(64, 4096 // num_samples) * max(1, data_parallel_size)
+
+
+def end_token_ids(model_path, tokenizer, trust_remote_code=False):
+    """The tokens that end a reply: the generation config's eos (end of turn) plus the tokenizer's eos."""
+    from transformers import GenerationConfig
+
+    ids = []
+    try:
+        eos = GenerationConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).eos_token_id
+    except OSError:  # a model without generation_config.json
+        eos = None
+    for value in (eos, tokenizer.eos_token_id):
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if token is not None and token not in ids:
+                ids.append(int(token))
+    if not ids:
+        raise ValueError(f"{model_path}: neither the generation config nor the tokenizer names an end token")
+    return ids
+
+
+def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
+                 tensor_parallel_size=1, data_parallel_size=1, enforce_eager=False, trust_remote_code=False,
+                 seed=0):
+    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
+    stop_ids = end_token_ids(model_path, tokenizer, trust_remote_code)
+    if name == "vllm":
+        from tpt.backends.vllm_backend import VLLMBackend
+
+        return VLLMBackend(model_path, stop_ids, dtype=dtype, max_model_len=max_model_len,
+                           tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
+                           enforce_eager=enforce_eager, trust_remote_code=trust_remote_code, seed=seed)
+    if name == "hf":
+        from tpt.backends.hf_backend import HFBackend
+
+        return HFBackend(model_path, tokenizer, stop_ids, dtype=dtype, max_model_len=max_model_len,
+                         batch_size=batch_size, trust_remote_code=trust_remote_code)
+    raise ValueError(f"unknown backend {name!r}: call select_backend first")

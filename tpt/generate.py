@@ -1,0 +1,273 @@
+"""Think and Eval's shared sampling driver: N solutions per question into e0.json ... e{N-1}.json, resumably.
+
+A run folder fills in this order:
+  .journal.jsonl   append-only: a header line (the run's fingerprint), then one line per finished question
+                   with its N samples, appended a batch at a time, flushed and fsync'd. A killed run started
+                   again with the same arguments reads it back (a torn last line is cut off) and redoes only the
+                   batches that are missing; each batch's seed depends on its place in the run, not on when it ran.
+  e0.json ...      written atomically once every question is in the journal
+  manifest.json    written last by the script (the completion marker runs/loop.sh checks); the journal goes then.
+A folder holding a finished run with the same arguments is left untouched and no model is loaded; a folder
+holding anything from different arguments is refused with one line saying which.
+"""
+import hashlib
+import json
+import os
+import time
+
+from tpt.io import DataError, sample_paths, write_json
+from tpt.manifest import read_manifest, write_manifest
+from tpt.prompt import TEMPLATES, build_prompt, clean_response, encode_prompt
+
+JOURNAL = ".journal.jsonl"
+MANIFEST = "manifest.json"
+# Where outputs go does not change them; the question file is fingerprinted by content instead of by path.
+NOT_FINGERPRINTED = {"output_dir", "math"}
+
+
+def add_generation_args(parser, temperature):
+    """The sampling and engine flags gen_synth.py and gen_eval.py share (defaults shown by --help)."""
+    parser.add_argument("--max_model_len", type=int, default=1500, help="prompt + reply token limit")
+    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy decoding")
+    parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
+    parser.add_argument("--max_tokens", type=int, default=1500, help="reply token limit (the original's 1500)")
+    parser.add_argument("--seed", type=int, default=0, help="base seed; every batch derives its own from it")
+    parser.add_argument("--backend", choices=("auto", "vllm", "hf"), default="auto",
+                        help="auto: vLLM when installed and CUDA is available, else transformers")
+    parser.add_argument("--batch_size", type=int, default=32, help="transformers: sequences per forward pass")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="auto: bfloat16 on CUDA, float32 on CPU (vLLM: the model's own)")
+    parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
+    parser.add_argument("--data_parallel_size", type=int, default=1, help="vLLM: model copies on this node")
+    parser.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs")
+    parser.add_argument("--template", default="tpt",
+                        help=f"prompt template: one of {sorted(TEMPLATES)} or a string holding {{question}}")
+    parser.add_argument("--limit", type=int, default=0, help="only the first LIMIT questions (0 = all)")
+    parser.add_argument("--trust_remote_code", action="store_true", help="let transformers/vLLM run model code")
+
+
+def select_questions(questions, limit):
+    """The first `limit` questions (all when limit is 0)."""
+    if limit < 0:
+        raise DataError(f"--limit must be 0 (all) or positive, got {limit}")
+    selected = questions[:limit] if limit else questions
+    if not selected:
+        raise DataError("the question file holds no questions")
+    return selected
+
+
+def check_args(args):
+    """Bad sampling arguments as one DataError line, before anything is loaded or written."""
+    for name in ("num_samples", "max_tokens", "batch_size", "tensor_parallel_size", "data_parallel_size"):
+        if getattr(args, name) < 1:
+            raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if args.temperature < 0 or not 0 < args.top_p <= 1:
+        raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {args.temperature} and {args.top_p}")
+    if args.template not in TEMPLATES and "{question}" not in args.template:
+        raise DataError(f"--template {args.template!r} is neither one of {sorted(TEMPLATES)} nor holds {{question}}")
+
+
+def run_fingerprint(args, questions):
+    """What must match for two runs to share a folder: every argument but the output folder, and the questions.
+
+    The arguments are checked first (check_args), so a bad one fails before any folder is looked at.
+    """
+    check_args(args)
+    record = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_FINGERPRINTED}
+    text = json.dumps([[q["idt"], q["question"]] for q in questions], ensure_ascii=False)
+    record["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    return record
+
+
+def _differences(stored, current):
+    keys = sorted(set(stored) | set(current))
+    return ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k))
+
+
+def finished_run(output_dir, fingerprint):
+    """The manifest of a finished run with this fingerprint, None when the folder holds no finished run.
+
+    Raises DataError when the folder holds a run (finished or not) made with different arguments.
+    """
+    manifest = read_manifest(output_dir)
+    if manifest is not None:
+        stored = manifest.get("fingerprint")
+        if stored != fingerprint:
+            raise DataError(f"{output_dir}: holds a finished run with different arguments "
+                            f"({_differences(stored or {}, fingerprint)}); use another --output_dir")
+        return manifest
+    journal = os.path.join(output_dir, JOURNAL)
+    if not os.path.isfile(journal) and os.path.isfile(os.path.join(output_dir, "e0.json")):
+        raise DataError(f"{output_dir}: holds sample files from another run (no journal, no manifest); "
+                        "use another --output_dir")
+    return None
+
+
+def read_journal(path, fingerprint, backend):
+    """{question index: journal line} of a journal; cuts a torn last line off so appends start clean."""
+    if not os.path.isfile(path):
+        return {}
+    with open(path, "rb") as f:
+        data = f.read()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):  # killed in the middle of a write: drop the partial line
+        with open(path, "r+b") as f:
+            f.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if not lines:
+        return {}
+    try:
+        header = json.loads(lines[0])
+        records = [json.loads(line) for line in lines[1:]]
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}: damaged journal ({e.msg}); remove the folder to start over") from None
+    if header.get("fingerprint") != fingerprint:
+        raise DataError(f"{os.path.dirname(path)}: holds an unfinished run with different arguments "
+                        f"({_differences(header.get('fingerprint') or {}, fingerprint)}); "
+                        "use another --output_dir or the same arguments")
+    if header.get("backend") != backend:
+        raise DataError(f"{os.path.dirname(path)}: the unfinished run used backend {header.get('backend')!r}, "
+                        f"this one would use {backend!r}; pass --backend {header.get('backend')} to resume")
+    return {rec["index"]: rec for rec in records}
+
+
+def _append_lines(path, records):
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_tokenizer(model_path, trust_remote_code=False):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+
+
+def encode_questions(tokenizer, questions, template, max_model_len, source):
+    """Prompt token ids per question; a prompt that leaves no room for a reply is a DataError naming it."""
+    prompts = [encode_prompt(tokenizer, q["question"], template) for q in questions]
+    for i, ids in enumerate(prompts):
+        if max_model_len and len(ids) >= max_model_len:
+            raise DataError(f"{source}: record {i} (idt {questions[i]['idt']!r}): the prompt is {len(ids)} tokens, "
+                            f"--max_model_len {max_model_len} leaves no room for a reply")
+    return prompts
+
+
+def sample_questions(args, questions, fingerprint):
+    """Sample args.num_samples solutions per question into args.output_dir (journal, then e-files).
+
+    Returns the run's figures for the manifest. Scripts call finished_run first and write_run_manifest after.
+    """
+    from tqdm import tqdm
+
+    from tpt.backends import derive_seed, load_backend, questions_per_call, select_backend
+    from tpt.models import resolve_model
+
+    start = time.time()
+    n = args.num_samples
+    try:
+        backend_name = select_backend(args.backend)
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    model_path = resolve_model(args.model_name)
+    tokenizer = load_tokenizer(model_path, args.trust_remote_code)
+    print(f"prompt for the first question (template {args.template!r}):\n"
+          f"{build_prompt(tokenizer, questions[0]['question'], args.template)}\n", flush=True)
+    prompts = encode_questions(tokenizer, questions, args.template, args.max_model_len, args.math)
+
+    os.makedirs(args.output_dir, exist_ok=True)
+    journal_path = os.path.join(args.output_dir, JOURNAL)
+    journal = read_journal(journal_path, fingerprint, backend_name)
+    if not os.path.isfile(journal_path) or os.path.getsize(journal_path) == 0:
+        _append_lines(journal_path, [{"fingerprint": fingerprint, "backend": backend_name}])
+    resumed = len(journal)
+
+    # Sorted by prompt length so a batch carries little padding; batches are fixed for the run's arguments,
+    # so a batch redone after a kill gets the same seed and the same questions as before.
+    order = sorted(range(len(questions)), key=lambda i: (len(prompts[i]), i))
+    per_call = questions_per_call(backend_name, n, args.batch_size, args.data_parallel_size)
+    batches = [order[i:i + per_call] for i in range(0, len(order), per_call)]
+    todo = [(b, batch) for b, batch in enumerate(batches) if not all(i in journal for i in batch)]
+
+    backend, load_seconds, new_tokens, new_seconds = None, 0.0, 0, 0.0
+    if todo:
+        t0 = time.time()
+        backend = load_backend(backend_name, model_path, tokenizer, dtype=args.dtype,
+                               max_model_len=args.max_model_len, batch_size=args.batch_size,
+                               tensor_parallel_size=args.tensor_parallel_size,
+                               data_parallel_size=args.data_parallel_size, enforce_eager=args.enforce_eager,
+                               trust_remote_code=args.trust_remote_code, seed=args.seed)
+        load_seconds = time.time() - t0
+    done = len(questions) - sum(len(batch) for _, batch in todo)
+    bar = tqdm(total=len(questions), initial=done, unit="q", desc=f"sampling x{n} ({backend_name})")
+    for b, batch in todo:
+        t0 = time.time()
+        results = backend.generate([prompts[i] for i in batch], n, args.temperature, args.top_p, args.max_tokens,
+                                   seed=derive_seed(args.seed, "batch", b))
+        seconds = time.time() - t0
+        lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
+                 for i, samples in zip(batch, results)]
+        _append_lines(journal_path, lines)
+        journal.update({line["index"]: line for line in lines})
+        tokens = sum(s["num_tokens"] for samples in results for s in samples)
+        new_tokens, new_seconds = new_tokens + tokens, new_seconds + seconds
+        bar.update(len(batch))
+        bar.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
+    bar.close()
+    if backend is not None:
+        backend.close()
+
+    write_sample_files(args.output_dir, questions, journal, n)
+    all_samples = [s for i in range(len(questions)) for s in journal[i]["samples"]]
+    total_tokens = sum(s["num_tokens"] for s in all_samples)
+    total_seconds = sum(journal[i]["seconds"] for i in range(len(questions)))
+    return {
+        "model_name": args.model_name,
+        "model_path": model_path,
+        "backend": backend_name,
+        "seed": args.seed,
+        "num_questions": len(questions),
+        "num_samples": n,
+        "generated_tokens": total_tokens,
+        "generation_seconds": round(total_seconds, 3),
+        "tokens_per_second": round(total_tokens / total_seconds, 2) if total_seconds > 0 else None,
+        "truncated": sum(s["finish_reason"] == "length" for s in all_samples),
+        "resumed_questions": resumed,
+        "sampled_questions": len(questions) - done,
+        "load_seconds": round(load_seconds, 3),
+        "wall_seconds": round(time.time() - start, 3),
+    }
+
+
+def write_sample_files(output_dir, questions, journal, num_samples):
+    """e{j}.json for every sample index j: one record per question, in the question file's order."""
+    for j, path in enumerate(sample_paths(output_dir, num_samples)):
+        records = []
+        for i, q in enumerate(questions):
+            sample = journal[i]["samples"][j]
+            records.append({
+                "qnum": q["idt"],
+                "question": q["question"],
+                "solution": clean_response(sample["text"]),
+                "finish_reason": sample["finish_reason"],
+                "num_tokens": sample["num_tokens"],
+            })
+        write_json(path, records)
+
+
+def write_run_manifest(output_dir, args, fingerprint, stats, **fields):
+    """manifest.json last (it marks the run finished), then the journal is no longer needed."""
+    path = write_manifest(output_dir, args, fingerprint=fingerprint, **stats, **fields)
+    journal = os.path.join(output_dir, JOURNAL)
+    if os.path.isfile(journal):
+        os.unlink(journal)
+    return path
+
+
+def format_stats(stats):
+    """The sampling half of a stage's one-line summary."""
+    rate = stats.get("tokens_per_second")
+    return (f"questions {stats['num_questions']} | samples {stats['num_samples']} | "
+            f"tokens {stats['generated_tokens']} | {rate if rate is not None else '-'} tok/s | "
+            f"truncated {stats['truncated']} | backend {stats['backend']}")
