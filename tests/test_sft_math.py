@@ -1,0 +1,212 @@
+"""sft_math.py end to end on the real embedded model and real traces: two optimizer steps (W&B offline), the folder
+it saves sampled by gen_synth.py, a resume from a checkpoint, a real two-process launch, and bad input.
+
+Runtime budget: ~6 min measured on 2 cores shared with other work at load ~7 (training ran at ~8-16 tokens/s;
+the two-step fixture alone ~210 s, the resume ~90-150 s, the two-rank launch ~40-100 s). The traces are the 8
+shortest real ones and the prompts use the short "plain" template to keep the steps cheap.
+"""
+import glob
+import json
+import os
+import subprocess
+
+import pytest
+
+from tests.conftest import PYTHON, ROOT, TPT_REF
+
+SCRIPT = str(ROOT / "sft_math.py")
+# The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step.
+COMMON = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "2",
+          "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--save_steps", "1"]
+
+
+def _run(args, env=None, cmd=None, timeout=900):
+    full_env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", **(env or {})}
+    proc = subprocess.run((cmd or [PYTHON, SCRIPT]) + args, capture_output=True, text=True, env=full_env,
+                          cwd=ROOT, timeout=timeout)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    """The 8 shortest real gemma-2-2b traces of math2b_2k (train) and the next 2 (for the launch test)."""
+    records = json.loads((TPT_REF / "math2b_2k.json").read_text())
+    records.sort(key=lambda r: len(r["solution"]))
+    folder = tmp_path_factory.mktemp("traces")
+    (folder / "train.json").write_text(json.dumps(records[:8]))
+    return folder / "train.json"
+
+
+def _token_count(records):
+    """Real tokens of the training sequences, counted independently: Think's prompt + solution + stop token."""
+    from transformers import AutoTokenizer
+
+    from tpt.models import resolve_model
+    from tpt.prompt import build_prompt
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    return sum(len(tok(build_prompt(tok, r["question"], "plain") + r["solution"] + "<|im_end|>",
+                       add_special_tokens=False)["input_ids"]) for r in records)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, traces):
+    folder = tmp_path_factory.mktemp("run")
+    out = folder / "model"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out), "--max_steps", "2",
+                 "--report_to", "wandb", "--wandb_project", "tpt-test", "--run_name", "two-steps"] + COMMON,
+                env={"WANDB_DIR": str(folder)})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"folder": folder, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+def test_two_steps_write_a_finished_model_folder(trained, traces):
+    out, manifest = trained["out"], trained["manifest"]
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "chat_template.jinja", "generation_config.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "generation_config.json").read_text())["eos_token_id"] == 2  # <|im_end|>
+    assert manifest["global_step"] == 2 and manifest["world_size"] == 1
+    # 2 steps x 2 micro-batches x 2 traces: every one of the 8 traces exactly once, no padding counted.
+    assert manifest["train_tokens"] == _token_count(json.loads(traces.read_text()))
+    assert manifest["data"]["train"]["records"] == 8 and len(manifest["data"]["train"]["sha256"]) == 64
+    assert manifest["train_loss"] > 0 and manifest["tokens_per_second"] > 0 and manifest["wall_seconds"] > 0
+    assert not (out.parent / ".model.partial").exists()  # the temp folder was renamed, nothing half-written left
+    assert "model →" in trained["proc"].stdout
+
+
+def test_weights_moved(trained):
+    # Step 1 is the warm-up step (lr 0); step 2 must change the weights, a little (lr 1e-6).
+    from safetensors.torch import load_file
+
+    from tpt.models import resolve_model
+
+    base = load_file(os.path.join(resolve_model("smollm2-135m"), "model.safetensors"))
+    new = load_file(str(trained["out"] / "model.safetensors"))
+    assert base.keys() == new.keys()
+    diff = max((new[k] - base[k]).abs().max().item() for k in base)
+    assert 0 < diff < 1e-3
+
+
+def test_gen_synth_samples_from_the_saved_folder(trained, traces, tmp_path):
+    proc = _run(["--model_name", str(trained["out"]), "--math", str(traces), "--num_samples", "1",
+                 "--output_dir", str(tmp_path / "think"), "--max_tokens", "8", "--limit", "2", "--backend", "hf"],
+                cmd=[PYTHON, str(ROOT / "gen_synth.py")])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    samples = json.loads((tmp_path / "think" / "e0.json").read_text())
+    assert len(samples) == 2 and all(isinstance(s["solution"], str) and s["solution"] for s in samples)
+
+
+def _wandb_history(run_dir):
+    """The history rows of an offline W&B run, read from its .wandb file.
+
+    wandb 0.31 has no Python reader any more; the file is a LevelDB-style log (32 KiB blocks of records with a
+    7-byte header: crc, little-endian length, type) after a 7-byte W&B header, each record a wandb protobuf Record.
+    """
+    from wandb.proto import wandb_internal_pb2
+
+    data = open(glob.glob(os.path.join(run_dir, "run-*.wandb"))[0], "rb").read()
+    assert data[:4] == b":W&B"
+    block, pos, pending, rows = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        if left < 7 or (kind == 0 and length == 0):  # block trailer / zero padding
+            pos += left
+            continue
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a FULL record, or the LAST piece of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows
+
+
+def test_wandb_offline_run_holds_the_logged_loss(trained):
+    runs = glob.glob(str(trained["folder"] / "wandb" / "offline-run-*"))
+    assert len(runs) == 1
+    losses = [row["train/loss"] for row in _wandb_history(runs[0]) if "train/loss" in row]
+    assert len(losses) == 2  # logged every step
+    # The trainer's train_loss is the mean of the step losses it logged to W&B.
+    assert sum(losses) / 2 == pytest.approx(trained["manifest"]["train_loss"], rel=1e-3)
+
+
+def test_resume_continues_from_a_checkpoint(trained, traces, tmp_path):
+    # Continue from step 1's checkpoint as after a kill: step 2 is redone and gives the same loss.
+    work = str(trained["out"]) + ".work"
+    state = json.loads(open(os.path.join(work, "checkpoint-2", "trainer_state.json")).read())
+    step2 = [e["loss"] for e in state["log_history"] if e.get("step") == 2 and "loss" in e]
+    out = tmp_path / "resumed"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out), "--max_steps", "2", "--report_to", "none",
+                 "--resume_from_checkpoint", os.path.join(work, "checkpoint-1")] + COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["global_step"] == 2 and manifest["resumed_from"].endswith("checkpoint-1")
+    state = json.loads(open(str(out) + ".work/checkpoint-2/trainer_state.json").read())
+    assert [e["loss"] for e in state["log_history"] if e.get("step") == 2 and "loss" in e] == pytest.approx(step2, rel=1e-4)
+    assert manifest["train_tokens"] == trained["manifest"]["train_tokens"]  # the count survives the resume
+
+
+def test_two_process_launch_runs_one_step(traces, tmp_path):
+    # torchrun starts two gloo ranks; the manifest's world size comes from the process group, and the step's
+    # tokens are those of both ranks' traces (one each).
+    out = tmp_path / "ddp"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out), "--max_steps", "1", "--report_to", "none",
+                 "--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "1",
+                 "--gradient_accumulation_steps", "1", "--warmup_ratio", "0"],
+                cmd=[PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", SCRIPT])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["global_step"] == 1
+    one_trace = _token_count(json.loads(traces.read_text())[:1])
+    assert manifest["train_tokens"] > one_trace  # both ranks' traces counted
+    assert proc.stdout.count("model →") == 1  # only rank 0 reports and writes
+
+
+REC = {"idt": 1, "question": "What is 2 + 3?", "solution": "2 + 3 = 5\n#### 5", "solnum": "5"}
+
+
+@pytest.mark.parametrize("train, evals, message", [
+    # missing train file
+    (None, None, "file not found"),
+    # empty train set
+    ([], None, "no training records"),
+    # a record without a question
+    ([{k: v for k, v in REC.items() if k != "question"}], None, "record 0: missing field 'question'"),
+    # a record without a solution
+    ([{k: v for k, v in REC.items() if k != "solution"}], None, "record 0: missing field 'solution'"),
+    # the original project's own eval file shares 72 questions with its train file
+    ("math2b_2k.json", "ev.json", "72 of 200 eval questions also appear"),
+])
+def test_bad_input_fails_with_one_line(tmp_path, train, evals, message):
+    def path(obj, name):
+        if isinstance(obj, str):
+            return str(TPT_REF / obj)
+        p = tmp_path / name
+        if obj is not None:
+            p.write_text(json.dumps(obj))
+        return str(p)
+
+    out = tmp_path / "out"
+    args = ["--train_data_path", path(train, "train.json"), "--output_dir", str(out), "--report_to", "none"]
+    if evals is not None:
+        args += ["--eval_data_path", path(evals, "eval.json")]
+    proc = _run(args, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+    assert not out.exists() and not os.path.exists(str(out) + ".work")
+
+
+def test_wandb_without_login_fails_before_loading(tmp_path):
+    proc = _run(["--train_data_path", str(TPT_REF / "ev.json"), "--output_dir", str(tmp_path / "o")],
+                env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
+                timeout=120)
+    assert proc.returncode == 2 and "no W&B login found" in proc.stderr
+
+
+def test_help_lists_defaults():
+    proc = _run(["--help"], timeout=60)
+    assert proc.returncode == 0 and "(default: 1e-06)" in proc.stdout and "--resume_from_checkpoint" in proc.stdout
