@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# make demo: one whole TPT round on the embedded model (smollm2-135m), on the CPU, offline.
+# Data from reasoning-gym (made here), then runs/loop.sh with small settings: Eval of the base model,
+# Think, Prune, Train, Eval of the trained model, report. Run it again and every finished stage is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OUT=${OUT:-out/demo}
+export PYTHON=${PYTHON:-python}
+
+if [ ! -f "$OUT/data/make_data_manifest.json" ]; then
+  $PYTHON make_data.py gym --out_dir "$OUT/data" --train_size "${DEMO_TRAIN_QUESTIONS:-160}" \
+    --test_size "${DEMO_TEST_QUESTIONS:-100}"
+fi
+
+export MODEL=${MODEL:-smollm2-135m}
+export TRAIN_DATA=$OUT/data/train.json TEST_DATA=$OUT/data/test.json
+export ROUNDS=${ROUNDS:-1} N=${N:-4} EVAL_N=${EVAL_N:-2} TRAIN_SIZE=${TRAIN_SIZE:-200} MAX_PER_QUESTION=${MAX_PER_QUESTION:-0}
+export LR=${LR:-1e-5} EPOCHS=${EPOCHS:-2} MAX_TOKENS=${MAX_TOKENS:-192} MAX_MODEL_LEN=${MAX_MODEL_LEN:-1024}
+export BACKEND=${BACKEND:-hf} BATCH_SIZE=${BATCH_SIZE:-32}
+export SFT_ARGS=${SFT_ARGS:-"--per_device_train_batch_size 8 --gradient_accumulation_steps 1"}
+bash runs/loop.sh

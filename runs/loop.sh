@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# The TPT loop: R rounds of Think -> Prune -> Train, with Eval of the base model and of every round's model,
+# then a report. Every stage is its own process (GPU memory is freed between stages) and is skipped when its
+# manifest says it finished, so a loop killed at any point picks up where it stopped when started again.
+#
+#   MODEL=google/gemma-2-2b-it ROUNDS=3 OUT=out/gemma2b bash runs/loop.sh
+#
+# Every knob is a variable below; set it in the environment to override.
+set -euo pipefail
+
+MODEL=${MODEL:-smollm2-135m}                 # base model: embedded alias, hub id or local folder
+TRAIN_DATA=${TRAIN_DATA:-data/gsm8ktrain.json}
+TEST_DATA=${TEST_DATA:-data/gsm8ktest.json}   # read by Eval only
+ROUNDS=${ROUNDS:-1}
+N=${N:-5}                                     # Think: samples per training question
+EVAL_N=${EVAL_N:-5}                           # Eval: samples per test question (pass@1 and pass@EVAL_N)
+TRAIN_SIZE=${TRAIN_SIZE:-2000}                # kept traces a round trains on (the paper: 2,000)
+MAX_PER_QUESTION=${MAX_PER_QUESTION:-1}       # kept traces per question (the original kept 1)
+LR=${LR:-1e-6}                                # the paper's learning rate
+EPOCHS=${EPOCHS:-1}
+TEMPERATURE=${TEMPERATURE:-0.8}               # Think (the paper)
+EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.7}     # Eval (the original gen_eval.py)
+MAX_TOKENS=${MAX_TOKENS:-1024}
+MAX_MODEL_LEN=${MAX_MODEL_LEN:-1500}
+BACKEND=${BACKEND:-auto}                      # auto: vLLM on a CUDA GPU when installed, else transformers
+BATCH_SIZE=${BATCH_SIZE:-32}                  # transformers backend: sequences per forward pass
+LIMIT=${LIMIT:-0}                             # Think on the first LIMIT training questions (0 = all)
+EVAL_LIMIT=${EVAL_LIMIT:-0}                   # Eval on the first EVAL_LIMIT test questions (0 = all)
+INIT_FROM=${INIT_FROM:-last}                  # last: train the previous round's model (the paper); base: STaR / ReST-EM
+SEED=${SEED:-0}
+REPORT_TO=${REPORT_TO:-none}                  # wandb to log training and the report to W&B
+OUT=${OUT:-out/loop}
+PYTHON=${PYTHON:-python}
+SFT_ARGS=${SFT_ARGS:-}                        # extra sft_math.py flags, e.g. "--use_peft --per_device_train_batch_size 4"
+GEN_ARGS=${GEN_ARGS:-}                        # extra gen_synth.py / gen_eval.py flags
+
+cd "$(dirname "$0")/.."
+stage() { echo; echo "=== $*"; }
+done_in() { [ -f "$1" ]; }   # a stage is finished when its manifest exists: manifests are written last
+
+# Rounds never read the test set except in Eval: refuse to start when train and test share a question.
+$PYTHON make_data.py check --train "$TRAIN_DATA" --test "$TEST_DATA"
+
+eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
+  if done_in "$2/manifest.json"; then echo "skip: $2 is finished"; return; fi
+  $PYTHON gen_eval.py --model_name "$1" --math "$TEST_DATA" --output_dir "$2" --numsamples "$EVAL_N" \
+    --temperature "$EVAL_TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
+    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" $GEN_ARGS
+}
+
+stage "round 0: Eval of the base model $MODEL"
+eval_model "$MODEL" "$OUT/round0/eval"
+evals=("$OUT/round0/eval")
+
+current=$MODEL
+for r in $(seq 1 "$ROUNDS"); do
+  R=$OUT/round$r
+  stage "round $r: Think with $current"
+  if done_in "$R/think/manifest.json"; then echo "skip: $R/think is finished"; else
+    $PYTHON gen_synth.py --model_name "$current" --math "$TRAIN_DATA" --output_dir "$R/think" --num_samples "$N" \
+      --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
+      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$((SEED + r))" $GEN_ARGS
+  fi
+
+  stage "round $r: Prune"
+  if done_in "$R/think/evmath_manifest.json"; then echo "skip: $R/think is scored"; else
+    $PYTHON evmath.py --samples_dir "$R/think" --answer_path "$TRAIN_DATA" --num_samples "$N" \
+      --max_per_question "$MAX_PER_QUESTION"
+  fi
+  if done_in "$R/data/make_json_manifest.json"; then echo "skip: $R/data is split"; else
+    $PYTHON make_json.py --input "$R/think/correct_answers.json" --train_output "$R/data/train.json" \
+      --eval_output "$R/data/eval.json" --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
+  fi
+
+  stage "round $r: Train"
+  if [ "$INIT_FROM" = base ]; then init=$MODEL; else init=$current; fi
+  if done_in "$R/model/manifest.json"; then echo "skip: $R/model is trained"; else
+    $PYTHON sft_math.py --model_name_or_path "$init" --train_data_path "$R/data/train.json" \
+      --eval_data_path "$R/data/eval.json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
+      --output_dir "$R/model" --seed "$SEED" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
+  fi
+  current=$R/model
+
+  stage "round $r: Eval of $current"
+  eval_model "$current" "$R/eval"
+  evals+=("$R/eval")
+done
+
+stage "report"
+report_flags=()
+[ "$REPORT_TO" = wandb ] && report_flags+=(--wandb)
+$PYTHON report.py --rounds "${evals[@]}" --out "$OUT/report" "${report_flags[@]}"
