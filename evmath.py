@@ -58,12 +58,12 @@ def main(argv=None):
     try:
         questions = read_questions(args.answer_path)
         folders = find_sample_folders(args.samples_dir)
-        loaded = [(d, load_samples_dir(d, questions, args.num_samples)) for d in folders]
+        loaded = [(d, *load_samples_dir(d, questions, args.num_samples)) for d in folders]
     except DataError as e:
         fail(str(e))
-    for folder, sample_files in loaded:
+    for folder, sampled, sample_files in loaded:
         start = time.time()
-        summary = score_loaded(folder, questions, sample_files, args.k, args.max_per_question,
+        summary = score_loaded(folder, sampled, sample_files, args.k, args.max_per_question,
                                args.strict_only, args.keep_truncated)
         write_manifest(folder, args, filename="evmath_manifest.json", seconds=round(time.time() - start, 3),
                        summary=summary)

@@ -20,6 +20,7 @@ LR=${LR:-1e-6}                                # the paper's learning rate
 EPOCHS=${EPOCHS:-1}
 TEMPERATURE=${TEMPERATURE:-0.8}               # Think (the paper)
 EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.7}     # Eval (the original gen_eval.py)
+TEMPLATE=${TEMPLATE:-tpt}                     # prompt wording (tpt = the original's); Think, Train and Eval share it
 MAX_TOKENS=${MAX_TOKENS:-1024}
 MAX_MODEL_LEN=${MAX_MODEL_LEN:-1500}
 BACKEND=${BACKEND:-auto}                      # auto: vLLM on a CUDA GPU when installed, else transformers
@@ -45,7 +46,7 @@ eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
   if done_in "$2/manifest.json"; then echo "skip: $2 is finished"; return; fi
   $PYTHON gen_eval.py --model_name "$1" --math "$TEST_DATA" --output_dir "$2" --numsamples "$EVAL_N" \
     --temperature "$EVAL_TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" $GEN_ARGS
+    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" --template "$TEMPLATE" $GEN_ARGS
 }
 
 stage "round 0: Eval of the base model $MODEL"
@@ -59,7 +60,7 @@ for r in $(seq 1 "$ROUNDS"); do
   if done_in "$R/think/manifest.json"; then echo "skip: $R/think is finished"; else
     $PYTHON gen_synth.py --model_name "$current" --math "$TRAIN_DATA" --output_dir "$R/think" --num_samples "$N" \
       --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$((SEED + r))" $GEN_ARGS
+      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$((SEED + r))" --template "$TEMPLATE" $GEN_ARGS
   fi
 
   stage "round $r: Prune"
@@ -77,7 +78,7 @@ for r in $(seq 1 "$ROUNDS"); do
   if done_in "$R/model/manifest.json"; then echo "skip: $R/model is trained"; else
     $PYTHON sft_math.py --model_name_or_path "$init" --train_data_path "$R/data/train.json" \
       --eval_data_path "$R/data/eval.json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
-      --output_dir "$R/model" --seed "$SEED" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
+      --output_dir "$R/model" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
   fi
   current=$R/model
 

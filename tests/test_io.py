@@ -154,3 +154,14 @@ def test_make_json_refuses_held_out_questions(tmp_path):
     assert result.returncode != 0
     assert "record 0" in result.stderr and "held-out" in result.stderr and "test500.json" in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_evmath_scores_a_limited_run_against_the_whole_answer_file(tmp_path):
+    # gen_synth.py --limit samples the first questions of a file; the answer file still holds them all, as the
+    # original's `--answer_path data/gsm8ktrain.json` did. Only the sampled questions are scored.
+    answers = write(tmp_path / "answers.json", QUESTIONS)
+    make_samples(tmp_path / "run", [GOOD[:1], GOOD[:1]])
+    result = run("evmath.py", "--samples_dir", tmp_path / "run", "--answer_path", answers, "--num_samples", 2)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "run" / "pass_at_k_results.json").read_text())
+    assert summary["num_questions"] == 1 and summary["pass@1"] == 1.0

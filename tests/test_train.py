@@ -218,8 +218,6 @@ REC = {"idt": 1, "question": "What is 2 + 3?", "solution": "2 + 3 = 5\n#### 5", 
     ([dict(REC, solution="  ")], None, "empty solution"),
     # an eval question also in train (differing only in case and spacing)
     ([REC], [dict(REC, idt=7, question="what  is 2 + 3?")], "1 of 1 eval questions also appear"),
-    # an empty eval file
-    ([REC], [], "no evaluation records"),
 ])
 def test_read_train_data_rejects(tmp_path, train, evals, message):
     from tpt.train import read_train_data
@@ -236,3 +234,11 @@ def test_read_train_data_keeps_several_traces_per_question(tmp_path):
 
     train, evals = read_train_data(_write(tmp_path / "t.json", [REC, dict(REC, solution="5\n#### 5")]))
     assert len(train) == 2 and evals == []
+
+
+def test_read_train_data_accepts_an_empty_eval_file(tmp_path):
+    # make_json.py writes an empty eval file when every kept trace fits in train: training runs without eval loss.
+    from tpt.train import read_train_data
+
+    train, evals = read_train_data(_write(tmp_path / "t.json", [REC]), _write(tmp_path / "e.json", []))
+    assert len(train) == 1 and evals == []

@@ -180,7 +180,11 @@ def read_samples(path, questions=None):
     """
     if not os.path.isfile(path):
         raise DataError(f"{path}: sample file not found")
-    data = read_json(path)
+    return check_samples(path, read_json(path), questions)
+
+
+def check_samples(path, data, questions=None):
+    """Validate the parsed records of sample file `path` as read_samples does; returns them."""
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of samples, found {type(data).__name__}")
     if _samples_look_valid(data, questions):  # one fast pass; the slow one below names the bad record

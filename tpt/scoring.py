@@ -15,7 +15,7 @@ import json
 import os
 
 from tpt.extract import extract_pair, number_text
-from tpt.io import DataError, normalize_text, read_samples, sample_paths, write_json, write_text
+from tpt.io import DataError, check_samples, normalize_text, read_samples, sample_paths, write_json, write_text
 from tpt.metrics import maj_at_k, mean_pass_at_k, pass1_ci95
 
 SCORED_FILE = "scored.json"
@@ -25,12 +25,20 @@ KEPT_FILE = "correct_answers.json"
 
 
 def load_samples_dir(samples_dir, questions, num_samples):
-    """Read and validate e0.json ... e{N-1}.json; returns one list of records per file."""
+    """Read and validate e0.json ... e{N-1}.json: returns (the questions sampled, one record list per file).
+
+    The questions sampled are those of e0.json (a run with --limit samples part of a question file, as the
+    original scored its samples against the whole data/gsm8ktrain.json); every file must hold exactly them.
+    """
     if num_samples < 1:
         raise DataError(f"{samples_dir}: --num_samples must be at least 1, got {num_samples}")
     if not os.path.isdir(samples_dir):
         raise DataError(f"{samples_dir}: samples folder not found")
-    return [read_samples(path, questions) for path in sample_paths(samples_dir, num_samples)]
+    paths = sample_paths(samples_dir, num_samples)
+    first = read_samples(paths[0])
+    qnums = {rec["qnum"] for rec in first}
+    sampled = [q for q in questions if q["idt"] in qnums]
+    return sampled, [check_samples(paths[0], first, sampled)] + [read_samples(p, sampled) for p in paths[1:]]
 
 
 def score_samples(questions, sample_files):
@@ -145,7 +153,7 @@ def _csv_text(summary):
 def score_samples_dir(samples_dir, questions, num_samples, ks=None, max_per_question=1, strict_only=False,
                       keep_truncated=False):
     """Score e0..e{N-1}.json in samples_dir, write the four outputs there, return the summary dict."""
-    sample_files = load_samples_dir(samples_dir, questions, num_samples)
+    questions, sample_files = load_samples_dir(samples_dir, questions, num_samples)
     return score_loaded(samples_dir, questions, sample_files, ks, max_per_question, strict_only, keep_truncated)
 
 

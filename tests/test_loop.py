@@ -1,0 +1,101 @@
+"""runs/loop.sh end to end on a tiny setting: the real scripts, the real embedded model, real processes.
+
+The questions are one-step sums that SmolLM2-135M answers greedily with the plain template, so a round keeps
+at least one trace and every stage (Eval, Think, Prune, Train, Eval, report) really runs. One loop is killed in
+the middle of Think and started again (it must finish with whole files), then run a third time (nothing reruns).
+"""
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import PYTHON, ROOT
+
+SUMS = [(1, 1), (2, 2), (3, 3), (5, 1), (4, 4), (2, 3), (6, 2), (7, 1), (3, 4), (8, 1)]
+
+
+def _questions(pairs, offset):
+    return [{"idt": offset + i, "question": f"What is {a} + {b}? Reply with just the number.",
+             "solution": f"{a} + {b} = {a + b}\n#### {a + b}", "solnum": str(a + b)} for i, (a, b) in enumerate(pairs)]
+
+
+def _env(tmp_path, train, test, out):
+    env = dict(os.environ, MODEL="smollm2-135m", TRAIN_DATA=str(train), TEST_DATA=str(test), OUT=str(out),
+               ROUNDS="1", N="1", EVAL_N="1", TEMPERATURE="0", EVAL_TEMPERATURE="0", MAX_TOKENS="16",
+               MAX_MODEL_LEN="512", TEMPLATE="plain", BACKEND="hf", BATCH_SIZE="2", TRAIN_SIZE="100",
+               REPORT_TO="none", PYTHON=PYTHON, WANDB_MODE="offline",
+               SFT_ARGS="--max_steps 1 --per_device_train_batch_size 2 --gradient_accumulation_steps 1")
+    return env
+
+
+def _write(path, records):
+    path.write_text(json.dumps(records))
+    return path
+
+
+# Every stage's completion marker, in the order the loop writes them.
+MARKERS = ["round0/eval/manifest.json", "round1/think/manifest.json", "round1/think/evmath_manifest.json",
+           "round1/data/make_json_manifest.json", "round1/model/manifest.json", "round1/eval/manifest.json",
+           "report/report.md"]
+
+
+def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
+    train = _write(tmp_path / "train.json", _questions(SUMS[:8], 0))
+    test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
+    out = tmp_path / "out"
+    env = _env(tmp_path, train, test, out)
+    loop = [str(ROOT / "runs" / "loop.sh")]
+
+    # 1. Start the loop and kill its whole process group once Think has journaled a batch but not finished.
+    proc = subprocess.Popen(["bash", *loop], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    journal = out / "round1" / "think" / ".journal.jsonl"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 2:  # header + a finished question
+                break
+            assert proc.poll() is None, "the loop ended before Think journaled anything"
+            time.sleep(0.2)
+        else:
+            pytest.fail("Think never journaled a batch")
+        assert not (out / "round1" / "think" / "manifest.json").exists()
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (out / "round1" / "think" / "e0.json").exists()
+
+    # 2. Started again, it completes: every stage's outputs exist and are whole.
+    done = subprocess.run(["bash", *loop], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for marker in MARKERS:
+        assert (out / marker).is_file(), marker
+    assert done.stdout.strip().splitlines()[-1] == f"report: {out / 'report' / 'report.md'}"
+    assert "skip: " + str(out / "round0" / "eval") in done.stdout  # finished before the kill, not redone
+    samples = json.loads((out / "round1" / "think" / "e0.json").read_text())
+    assert sorted(r["qnum"] for r in samples) == list(range(8))
+    kept = json.loads((out / "round1" / "data" / "train.json").read_text())
+    assert kept, "the round kept no trace, so Train could not have run"
+    assert (out / "round1" / "model" / "model.safetensors").is_file()
+
+    # 3. Run again: every stage is skipped, no file is rewritten.
+    stamps = {m: (out / m).stat().st_mtime_ns for m in MARKERS[:-1]}
+    again = subprocess.run(["bash", *loop], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.count("skip: ") == 6
+    assert {m: (out / m).stat().st_mtime_ns for m in MARKERS[:-1]} == stamps
+
+
+def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
+    # The third test question is also a train question: nothing may run, nothing may be written.
+    train = _write(tmp_path / "train.json", _questions(SUMS[:4], 0))
+    test = _write(tmp_path / "test.json", _questions(SUMS[2:3], 100))
+    out = tmp_path / "out"
+    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, env=_env(tmp_path, train, test, out),
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0
+    assert "error:" in done.stderr and str(train) in done.stderr and str(test) in done.stderr
+    assert not out.exists()
