@@ -9,9 +9,8 @@ accepted too (the original's own flag names disagreed and it crashed on that).
 """
 import argparse
 
-from tpt.generate import (add_generation_args, finished_run, format_stats, run_fingerprint, sample_questions,
-                          select_questions, write_run_manifest)
-from tpt.io import DataError, fail, read_questions
+from tpt.generate import add_generation_args, format_stats, run_sampling
+from tpt.io import DataError, fail
 
 
 def build_parser():
@@ -33,19 +32,14 @@ def main():
     from tpt.scoring import format_summary, score_samples_dir
 
     try:
-        questions = select_questions(read_questions(args.math), args.limit)
-        fingerprint = run_fingerprint(args, questions)
-        manifest = finished_run(args.output_dir, fingerprint)
-        if manifest is not None:
-            print(f"{args.output_dir} is finished (manifest.json); nothing to do")
-            print(f"{format_stats(manifest)} | {format_summary(manifest['scores'])}")
-            return
-        stats = sample_questions(args, questions, fingerprint)
-        scores = score_samples_dir(args.output_dir, questions, args.num_samples)
-        write_run_manifest(args.output_dir, args, fingerprint, stats, scores=scores)
+        stats, finished_before = run_sampling(
+            args, score=lambda questions: score_samples_dir(args.output_dir, questions, args.num_samples))
     except DataError as e:
         fail(str(e))
-    print(f"{format_stats(stats)} | {format_summary(scores)}")
+    print(f"{format_stats(stats)} | {format_summary(stats['scores'])}")
+    if finished_before:
+        print(f"{args.output_dir} is finished (manifest.json); nothing to do")
+        return
     print(f"wrote e0.json ... e{args.num_samples - 1}.json, scored.json, pass_at_k_results.json and manifest.json "
           f"to {args.output_dir}")
 

@@ -9,9 +9,8 @@ run started again with the same arguments picks up where it stopped; a finished 
 """
 import argparse
 
-from tpt.generate import (add_generation_args, finished_run, format_stats, run_fingerprint, sample_questions,
-                          select_questions, write_run_manifest)
-from tpt.io import DataError, fail, read_questions
+from tpt.generate import add_generation_args, format_stats, run_sampling
+from tpt.io import DataError, fail
 
 
 def build_parser():
@@ -29,18 +28,13 @@ def build_parser():
 def main():
     args = build_parser().parse_args()
     try:
-        questions = select_questions(read_questions(args.math), args.limit)
-        fingerprint = run_fingerprint(args, questions)
-        manifest = finished_run(args.output_dir, fingerprint)
-        if manifest is not None:
-            print(f"{args.output_dir} is finished (manifest.json); nothing to do")
-            print(format_stats(manifest))
-            return
-        stats = sample_questions(args, questions, fingerprint)
-        write_run_manifest(args.output_dir, args, fingerprint, stats)
+        stats, finished_before = run_sampling(args)
     except DataError as e:
         fail(str(e))
     print(format_stats(stats))
+    if finished_before:
+        print(f"{args.output_dir} is finished (manifest.json); nothing to do")
+        return
     print(f"wrote e0.json ... e{args.num_samples - 1}.json and manifest.json to {args.output_dir}")
 
 

@@ -72,6 +72,10 @@ ANSWER_CASES = [
     # ^ a label followed by a sentence that only mentions numbers: no answer
     ("She makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18", "18"),  # GSM8K reference with calculator notes
     ("So he makes 10 jars * $6 = $<<10*6=60>>60.\nA: 60", "60"),  # OpenAI's example solutions end "A: N"
+    ("1 + 1 = 2", "2"),  # SmolLM2's whole reply: a last line of pure arithmetic states its result
+    ("Step 1: add.\n(2 + 3) × 4 = 20.", "20"),  # an arithmetic last line with parentheses and a full stop
+    ("x + 1 = 5", None),  # algebra is not a stated answer (x = 4 here)
+    ("The sum is 2 + 2 = 4 apples and more", None),  # words around the equation: not a bare last line
 ]
 
 

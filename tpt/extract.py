@@ -8,8 +8,9 @@ Policy (mode "answer", the default): the final stated answer wherever and howeve
   2. Else (no marker, or nothing numeric after it) the last `\\boxed{...}` that holds a number.
   3. Else the last "the answer is N" / "final answer: N" phrase, or a line opening with "Answer:" or "A:";
      a label alone on its line takes the next line if it is a bare number or holds a **bold** number.
-  4. Else a bare number alone on the last line (markdown, `$`, `%` and one unit word allowed), closing
-     pleasantries such as "Let me know if ..." skipped.
+  4. Else a bare number alone on the last line (markdown, `$`, `%` and one unit word allowed), or a last line
+     that is pure arithmetic ending in `= N` (`1 + 1 = 2`, as small models answer), closing pleasantries such
+     as "Let me know if ..." skipped.
   Anything else is "no answer" (None), which is counted apart from a wrong answer.
 Mode "strict": `#### <number>` exactly as the prompt asks: the line of the last `####` (bold around it
 allowed) holds only the marker and one plain number (sign, digits, thousands commas, decimals).
@@ -53,6 +54,8 @@ _ANSWER_PHRASE_RE = re.compile(
 _SIGN_OFF_RE = re.compile(r"\W*(?:let me know|i hope|please let me know|feel free|if you have|do you have)",
                           re.IGNORECASE)
 _BOLD_NUMBER_RE = re.compile(r"\*\*[^*\n]*?\d[^*\n]*?\*\*")
+# A last line of digits and operators only, ending "= N": the result is stated, no words around it.
+_EQUATION_LINE_RE = re.compile(r"(?=[^=]*\d)[-−+*/×÷^().,\d\s]+=\s*(-?[\d,]*\.?\d+)\s*\.?\s*$")
 _BARE_LINE_RE = re.compile(r"[-−]?\s*(?:\d[\d,]*(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?\s*%?\s*[A-Za-z]*\s*\.?$")
 
 _TPT_ORIGINAL_RE = re.compile(r"####\s*(-?[\d.,]+)")
@@ -234,7 +237,13 @@ def _answer_text(text):
         if value is not None:
             return value
     last = _last_content_line(lines)
-    return _bare_number(last) if last else None
+    if not last:
+        return None
+    value = _bare_number(last)
+    if value is None and "=" in last:
+        m = _EQUATION_LINE_RE.match(last)
+        value = _number_token(m.group(1)) if m else None
+    return value
 
 
 def _strict_text(text):

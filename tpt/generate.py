@@ -15,7 +15,7 @@ import json
 import os
 import time
 
-from tpt.io import DataError, sample_paths, write_json
+from tpt.io import DataError, read_questions, sample_paths, write_json
 from tpt.manifest import read_manifest, write_manifest
 from tpt.prompt import TEMPLATES, build_prompt, clean_response, encode_prompt
 
@@ -263,6 +263,25 @@ def write_run_manifest(output_dir, args, fingerprint, stats, **fields):
     if os.path.isfile(journal):
         os.unlink(journal)
     return path
+
+
+def run_sampling(args, score=None):
+    """The whole of Think (and Eval, with `score`): (manifest fields, finished_before).
+
+    A folder holding the same finished run is left as it is and its manifest returned; otherwise the questions
+    are sampled (resuming the journal), `score(questions)` runs on the written e-files when given (its result
+    goes into the manifest as `scores`), and manifest.json is written last. Raises DataError on bad input.
+    """
+    questions = select_questions(read_questions(args.math), args.limit)
+    fingerprint = run_fingerprint(args, questions)
+    manifest = finished_run(args.output_dir, fingerprint)
+    if manifest is not None:
+        return manifest, True
+    stats = sample_questions(args, questions, fingerprint)
+    if score is not None:
+        stats["scores"] = score(questions)
+    write_run_manifest(args.output_dir, args, fingerprint, stats)
+    return stats, False
 
 
 def format_stats(stats):
