@@ -33,10 +33,8 @@ def build_parser():
 
 
 def run_mode(args):
-    from vllm import LLM, SamplingParams
-    from vllm.inputs import TokensPrompt
-
     from tpt.backends import end_token_ids
+    from tpt.backends.vllm_backend import VLLMBackend
     from tpt.generate import load_tokenizer
     from tpt.io import read_questions
     from tpt.models import resolve_model
@@ -45,27 +43,19 @@ def run_mode(args):
     path = resolve_model(args.model_name)
     tokenizer = load_tokenizer(path)
     questions = read_questions(args.math)[: args.questions]
-    prompts = [TokensPrompt(prompt_token_ids=encode_prompt(tokenizer, q["question"])) for q in questions]
-    stop = end_token_ids(path, tokenizer)
+    prompts = [encode_prompt(tokenizer, q["question"]) for q in questions]
     t0 = time.time()
-    if args.mode == "tpt":  # what tpt/backends/vllm_backend.py builds
-        llm = LLM(model=path, seed=0, max_model_len=args.max_model_len, enable_prefix_caching=True)
-    else:  # the original gen_synth.py's engine
-        llm = LLM(model=path, tensor_parallel_size=1, max_model_len=args.max_model_len, enforce_eager=True)
+    # tpt: what gen_synth.py runs (CUDA graphs on); original: its gen_synth.py's engine, enforce_eager=True.
+    backend = VLLMBackend(path, end_token_ids(path, tokenizer), max_model_len=args.max_model_len,
+                          enforce_eager=args.mode == "original")
     load = time.time() - t0
     t0 = time.time()
-    if args.mode == "tpt":
-        params = SamplingParams(n=args.num_samples, temperature=0.8, max_tokens=args.max_tokens, seed=0,
-                                stop_token_ids=stop)
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        tokens = sum(len(o.token_ids) for out in outputs for o in out.outputs)
-    else:
-        params = SamplingParams(temperature=0.8, max_tokens=args.max_tokens, stop_token_ids=stop)
-        tokens = 0
-        for _ in range(args.num_samples):  # one pass over the question set per e-file
-            outputs = llm.generate(prompts, params, use_tqdm=False)
-            tokens += sum(len(out.outputs[0].token_ids) for out in outputs)
+    if args.mode == "tpt":  # one request per question with n=N: each prompt is prefilled once
+        runs = [backend.generate(prompts, args.num_samples, 0.8, 1.0, args.max_tokens, seed=0)]
+    else:  # the original: the whole question set once per e-file, n=1
+        runs = [backend.generate(prompts, 1, 0.8, 1.0, args.max_tokens, seed=i) for i in range(args.num_samples)]
     seconds = time.time() - t0
+    tokens = sum(s["num_tokens"] for run in runs for per_question in run for s in per_question)
     print(json.dumps({"mode": args.mode, "tokens": tokens, "seconds": seconds, "load_seconds": load,
                       "tokens_per_second": tokens / seconds}))
 
