@@ -8,7 +8,7 @@ import json
 import os
 import random
 
-from tpt.io import DataError, gsm8k_final_number, normalize_text, read_jsonl
+from tpt.io import DataError, gsm8k_final_number, normalize_text, parse_questions, read_questions
 
 GSM8K_HUB_ID = "openai/gsm8k"
 
@@ -22,26 +22,9 @@ DEMO_TASK_CONFIG = {
 }
 
 
-def gsm8k_questions(rows, source):
-    """GSM8K rows {question, answer} as question records: idt = row index, solnum = the `#### N` text as written."""
-    out = []
-    for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not isinstance(row.get("question"), str) or not isinstance(row.get("answer"), str):
-            raise DataError(f"{source}: record {i}: expected {{question, answer}} strings")
-        final = gsm8k_final_number(row["answer"])
-        if final is None:
-            raise DataError(f"{source}: record {i}: answer has no '#### N' final line")
-        out.append({"idt": i, "question": row["question"], "solution": row["answer"], "solnum": final})
-    return out
-
-
 def gsm8k_from_dir(gsm8k_dir):
     """(train, test) question records from local GSM8K files {gsm8k_dir}/train.jsonl and test.jsonl."""
-    splits = []
-    for split in ("train", "test"):
-        path = os.path.join(gsm8k_dir, f"{split}.jsonl")
-        splits.append(gsm8k_questions(read_jsonl(path), path))
-    return tuple(splits)
+    return tuple(read_questions(os.path.join(gsm8k_dir, f"{split}.jsonl")) for split in ("train", "test"))
 
 
 def gsm8k_from_hub():
@@ -56,7 +39,7 @@ def gsm8k_from_hub():
     except Exception as e:  # offline, hub down, no access: one line, and the local route
         raise DataError(f"could not load {GSM8K_HUB_ID} from the hub ({type(e).__name__}: {e}); "
                         "pass --gsm8k_dir with local train.jsonl/test.jsonl") from None
-    return tuple(gsm8k_questions(list(ds[split]), f"{GSM8K_HUB_ID}:{split}") for split in ("train", "test"))
+    return tuple(parse_questions(list(ds[split]), f"{GSM8K_HUB_ID}:{split}") for split in ("train", "test"))
 
 
 def random_subset(questions, size, seed):
@@ -109,9 +92,8 @@ def drop_duplicates(questions):
 
 def drop_overlap(train_questions, test_questions):
     """(train questions whose normalised text is not in the test set, number dropped)."""
-    test_keys = {normalize_text(q["question"]) for q in test_questions}
-    kept = [q for q in train_questions if normalize_text(q["question"]) not in test_keys]
-    return kept, len(train_questions) - len(kept)
+    shared = {i for i, _ in find_overlap(train_questions, test_questions)}
+    return [q for i, q in enumerate(train_questions) if i not in shared], len(shared)
 
 
 def find_overlap(train_questions, test_questions):

@@ -119,7 +119,11 @@ def read_questions(path, unique_idt=True):
     Raises DataError on a missing file, malformed JSON, a missing or mistyped field, or a duplicate idt.
     Kept-trace files may hold several traces of one question: read them with unique_idt=False.
     """
-    data = _read_records(path)
+    return parse_questions(_read_records(path), path, unique_idt)
+
+
+def parse_questions(data, path, unique_idt=True):
+    """read_questions for records already in memory (e.g. a hub dataset split); `path` names them in errors."""
     out = []
     seen = {}
     for i, rec in enumerate(data):

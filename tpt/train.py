@@ -21,7 +21,8 @@ import shutil
 import time
 from urllib.parse import urlparse
 
-from tpt.io import DataError, normalize_text, read_json, read_questions
+from tpt.data import find_overlap
+from tpt.io import DataError, read_json, read_questions
 from tpt.manifest import write_manifest
 from tpt.models import resolve_model
 from tpt.prompt import build_messages, encode_prompt
@@ -57,8 +58,7 @@ def read_train_data(train_path, eval_path=None):
             for field in ("question", "solution"):
                 if not rec[field].strip():
                     raise DataError(f"{path}: record {i} (idt {rec['idt']!r}): empty {field}")
-    train_questions = {normalize_text(r["question"]) for r in train}
-    leaked = [i for i, r in enumerate(evals) if normalize_text(r["question"]) in train_questions]
+    leaked = [i for i, _ in find_overlap(evals, train)]
     if leaked:
         first = evals[leaked[0]]
         raise DataError(
