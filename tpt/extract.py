@@ -52,6 +52,7 @@ NUMBER_RE = re.compile(r"(?<![\w.])" + _NUM)
 _PLAIN = r"-?" + _DIGITS + r"(?:\.\d+)?"
 _STRICT_RE = re.compile(r"[ \t]*####[ \t]*(" + _PLAIN + r")[ \t]*$")
 _PLAIN_AFTER_MARKER_RE = re.compile(r"[ \t]*(" + _PLAIN + r")[ \t]*$")  # the fast path
+_SIMPLE_NUMBER_RE = re.compile(r"\s*(" + _PLAIN + r")\s*\.?\s*$")
 
 # One stated quantity: symbols before it, a number (a fraction only when written tight, `160/3`: `7000 / 300`
 # is a division), then nothing but unit words, %, degrees, a superscript, `/unit` and punctuation.
@@ -59,6 +60,7 @@ _LEAD_NUMBER_RE = re.compile(r"(?:[\s(\[~≈]|[-−–—](?=\s))*([-−]?" + _U
 _UNIT_TAIL_RE = re.compile(r"(?:[^\W\d_]|[\s%°'’.,;:!?()\[\]/]|(?<=[^\W\d_])-(?=[^\W\d_])|\^\s*[23])*")
 _HOUR_RE = re.compile(r"(?<![\d:])(\d{1,2}):00(?![\d:])")  # 2:00 pm is the hour GSM8K golds give
 _TIME_RE = re.compile(r"\d:\d")
+_DIGIT_RE = re.compile(r"\d")
 _SCIENTIFIC_RE = re.compile(
     r"(?<![\w.])(\d+(?:\.\d+)?)(?:[eE]|\s*(?:[x×*·]|\\times|\\cdot)\s*10\s*\^\s*\{?\s*)([-+−]?\d{1,2})\}?(?![\w.])")
 _NUMBER_LED_RE = re.compile(r"[\s\[(~≈]*(?:[-−–—]\s*)?\.?\d")
@@ -90,6 +92,7 @@ _SIGN_OFF_RE = re.compile(
     r"[\W_]*(?:i\s+)?(?:let me know|hope\b|please\b|feel free|if you\b|do you\b|good luck|best of luck|"
     r"happy\b|glad\b|enjoy|cheers|thanks?\b|thank you|have (?:a|fun)\b|you'?re welcome|keep (?:up|practi)|"
     r"any (?:other|more|further) questions)", re.IGNORECASE)
+_A_LABEL_RE = re.compile(r"[\s*#_>-]*(?:\d+\.\s*)?[\s*_]*a\s*:", re.IGNORECASE)
 _BOLD_NUMBER_RE = re.compile(r"\*\*[^*\n]*?\d[^*\n]*?\*\*")
 # A last line of digits and operators only, ending "= N": the result is stated, no words around it.
 _EQUATION_LINE_RE = re.compile(r"(?=[^=]*\d)[-−+*/×÷^().,\d\s]+=\s*(-?" + _UNSIGNED + r")\s*\.?\s*$")
@@ -164,7 +167,7 @@ def _mixed_number(m):
 
 def _clean_line(line):
     """A line with markdown, LaTeX wrappers and currency signs taken off, so only words and numbers remain."""
-    if "\\" in line or "\u2009" in line or "\u202f" in line or "\u00a0" in line:
+    if "\\" in line or not line.isascii() and ("\u2009" in line or "\u202f" in line or "\u00a0" in line):
         line = _GROUP_SPACE_RE.sub(",", line.replace("{,}", ","))
         if "frac" in line:
             line = _FRAC_RE.sub(r"\1/\2", _MIXED_FRAC_RE.sub(_mixed_number, line))
@@ -208,6 +211,9 @@ def _stated_value(line):
     A line that holds numbers but asserts no single quantity (a hedge, a range, a list, a time) is
     (True, None): no answer, and the caller must not look elsewhere for a luckier one.
     """
+    simple = _SIMPLE_NUMBER_RE.match(line)
+    if simple:  # the common case, "42." after a label
+        return True, _number_token(simple.group(1))
     line = line.lstrip(" \t[(")
     m = _LABEL_RE.match(line)
     if m:
@@ -247,11 +253,11 @@ def _is_sign_off(line):
     """Whether a cleaned line is a closing pleasantry rather than part of the solution."""
     if _SIGN_OFF_RE.match(line):
         return True
-    if any(c.isdigit() for c in line):
-        return False
-    # No letter or digit at all (an emoji, a rule), or a short exclamation ("Good luck!", "Happy solving!").
-    return not any(c.isalnum() for c in line) or (line.rstrip(" !.\U0001F300-\U0001FAFF").count(" ") < 6
-                                                  and "!" in line[-4:])
+    # A short exclamation with no number ("Good luck!", "Happy solving! :)"), or no letter or digit at all
+    # (an emoji, a rule).
+    if "!" in line[-4:] and line.count(" ") < 6:
+        return not _DIGIT_RE.search(line)
+    return not line[0].isalnum() and not any(c.isalnum() for c in line)
 
 
 def _next_content_line(lines, start):
@@ -266,11 +272,10 @@ def _next_content_line(lines, start):
 def _last_content_line(lines):
     """The last cleaned line with text, closing pleasantries skipped, or None."""
     for raw in reversed(lines):
-        if raw.isspace() or not raw:
-            continue
-        line = _clean_line(raw)
-        if line and not _is_sign_off(line):
-            return line
+        if raw and not raw.isspace():
+            line = _clean_line(raw)
+            if line and not _is_sign_off(line):
+                return line
     return None
 
 
@@ -298,11 +303,13 @@ def _last_boxed(text):
     return None
 
 
-def _labelled_value(lines):
+def _labelled_value(lines, has_answer_word):
     """(found, value) after the last answer phrase (see the policy above)."""
     for i in range(len(lines) - 1, -1, -1):
-        low = lines[i].lower()
-        if "answer" not in low and "a:" not in low and "a :" not in low:  # cheap test before the regex
+        line = lines[i]
+        # Cheap tests before the regex: the word "answer", or an "A:" that opens the line.
+        if not ((has_answer_word and "answer" in line.lower()) or (
+                ("a:" in line or "A:" in line or "a :" in line or "A :" in line) and _A_LABEL_RE.match(line))):
             continue
         # The last phrases of a line only: a line of thousands of "the answer is" costs no more than a few.
         for m in list(_ANSWER_PHRASE_RE.finditer(lines[i]))[-3:][::-1]:
@@ -374,15 +381,19 @@ def _marker_value(text):
 
 def _answer_text(text):
     found, value = _marker_value(text)
-    if found:
-        return value
+    return value if found else _unmarked_answer(text)
+
+
+def _unmarked_answer(text):
+    """Rules 2-4 of the policy: the answer of a solution with no `####` answer marker."""
     boxed = _last_boxed(text)
     if boxed is not None:
         return _stated_value(_clean_line(boxed))[1]
     lines = text.split("\n")
     low = text.lower()
-    if "answer" in low or "a:" in low or "a :" in low:
-        found, value = _labelled_value(lines)
+    has_answer_word = "answer" in low
+    if has_answer_word or "a:" in low or "a :" in low:
+        found, value = _labelled_value(lines, has_answer_word)
         if found:
             return value
     last = _last_content_line(lines)
@@ -419,7 +430,8 @@ def extract_pair(text):
             value = _number_token((plain or dollar).group(1))
             prefix = text[text.rfind("\n", 0, pos) + 1:pos].replace("**", "").replace("__", "")
             return value, (value if plain and not prefix.strip(" \t") else None)
-    return _answer_text(text), _strict_text(text)
+        return _answer_text(text), _strict_text(text)
+    return _unmarked_answer(text), None
 
 
 def _lmeval_clean(s):
