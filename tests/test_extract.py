@@ -275,12 +275,29 @@ def test_unknown_mode_is_refused():
         extract_answer("#### 1", "lenient")
 
 
+SHORTCUT_EDGES = [
+    # endings near the shortcut for unmarked solutions (one last line read at C speed), where it must give
+    # exactly what the full rules give, or step aside
+    "So 3 + 4 = 7.\nThe answer is 7.\n\nLet me know if you have questions about the answer 8.",  # "answer" in a sign-off
+    "The answer is 5.\nWe check: 5 + 1 = 6\n 6\n\nHope this helps!",  # an earlier label outranks a bare number
+    "Earlier, A: 4\n\n 6\n\nLet me know!",  # an "A:" label elsewhere
+    "THE ANSWER IS 9\n\n 6",  # a label in capitals
+    " 6\n\nGood luck!",  # a short exclamation after the bare number: the full rules skip it
+    " 6\n\nLet me know.\nFeel free to ask.",  # two sign-offs
+    "We need 3 more boxes than 2 days ago",  # words and numbers: no answer
+    "Égal à 3 boîtes",  # a non-ASCII first letter: the full rules decide
+    "$12",  # a bare dollar amount
+    "-$12",  # a sign before the dollar
+    "**12**\n\nThanks!",  # a bold bare number, then thanks
+]
+
+
 def test_extract_pair_agrees_with_each_mode(shared_data):
     # Scoring takes both modes in one call with a shortcut for plain `#### N` lines; on all 5,000 real gemma
     # outputs and the table above it must give exactly what the two modes give one at a time.
     texts = [r["solution"] for i in range(10) for r in read_json(TPT_REF / "gemma2b_test500" / f"e{i}.json")]
     texts += [text for text, _ in ANSWER_CASES] + [text for text, _ in STRICT_CASES]
-    texts += [text for text, _, _ in FAMILY_CASES]
+    texts += [text for text, _, _ in FAMILY_CASES] + SHORTCUT_EDGES
     for text in texts:
         assert extract_pair(text) == (extract_answer(text, "answer"), extract_answer(text, "strict")), text
 

@@ -52,6 +52,9 @@ NUMBER_RE = re.compile(r"(?<![\w.])" + _NUM)
 _PLAIN = r"-?" + _DIGITS + r"(?:\.\d+)?"
 _STRICT_RE = re.compile(r"[ \t]*####[ \t]*(" + _PLAIN + r")[ \t]*$")
 _PLAIN_AFTER_MARKER_RE = re.compile(r"[ \t]*(" + _PLAIN + r")[ \t]*$")  # the fast path
+_PLAIN_ANSWER_IS_RE = re.compile(r"[ \t]*(?:the\s+)?(?:final\s+)?answer\s+is:?[ \t]*\$?(" + _PLAIN + r")[ \t]*\.?[ \t]*",
+                                 re.IGNORECASE)
+_PLAIN_BARE_RE = re.compile(r"[ \t*]*\$?(" + _PLAIN + r")[ \t*]*\.?[ \t]*")
 _SIMPLE_NUMBER_RE = re.compile(r"\s*(" + _PLAIN + r")\s*\.?\s*$")
 
 # One stated quantity: symbols before it, a number (a fraction only when written tight, `160/3`: `7000 / 300`
@@ -384,15 +387,30 @@ def _answer_text(text):
     return value if found else _unmarked_answer(text)
 
 
+def _answer_word(text):
+    """Whether the word "answer" appears (Answer, ANSWER): cheaper than lower-casing the whole text."""
+    return "nswer" in text or "NSWER" in text
+
+
+def _a_label(text):
+    """Whether an "A:" or "a :" appears, the other label the answer rule reads: colons are rare, so look
+    at each one rather than search the text for "a"."""
+    i = text.find(":")
+    while i >= 0:
+        if text[i - 1:i] in ("a", "A") or text[i - 2:i] in ("a ", "A "):
+            return True
+        i = text.find(":", i + 1)
+    return False
+
+
 def _unmarked_answer(text):
     """Rules 2-4 of the policy: the answer of a solution with no `####` answer marker."""
     boxed = _last_boxed(text)
     if boxed is not None:
         return _stated_value(_clean_line(boxed))[1]
     lines = text.split("\n")
-    low = text.lower()
-    has_answer_word = "answer" in low
-    if has_answer_word or "a:" in low or "a :" in low:
+    has_answer_word = _answer_word(text)
+    if has_answer_word or _a_label(text):
         found, value = _labelled_value(lines, has_answer_word)
         if found:
             return value
@@ -404,6 +422,34 @@ def _unmarked_answer(text):
         m = _EQUATION_LINE_RE.match(last)
         value = _number_token(m.group(1)) if m else None
     return value
+
+
+def _plain_ending(text):
+    """(found, value) for the commonest endings without a marker or a box, read at C speed from the last
+    line alone, exactly as _unmarked_answer reads them: "The answer is N.", a bare N, or a last line of words
+    and numbers (no answer); one "Let me know ..." line after it is skipped. (False, None): read in full."""
+    end = len(text.rstrip())
+    start = text.rfind("\n", 0, end) + 1
+    last = text[start:end]
+    if _SIGN_OFF_RE.match(last):
+        if "answer" in last.lower() or ":" in last:  # the label rule would read this line: no shortcut
+            return False, None
+        end = len(text[:start].rstrip())
+        start = text.rfind("\n", 0, end) + 1
+        last = text[start:end]
+        if _SIGN_OFF_RE.match(last):
+            return False, None
+    m = _PLAIN_ANSWER_IS_RE.fullmatch(last)
+    if m:  # the label rule reads the last line first
+        return True, _number_token(m.group(1))
+    if _answer_word(text) or _a_label(text):
+        return False, None
+    m = _PLAIN_BARE_RE.fullmatch(last)
+    if m:
+        return True, _number_token(m.group(1))
+    if last[:1].isalpha() and last[:1].isascii() and _DIGIT_RE.search(last):
+        return True, None  # words first, a number inside: not a sign-off, not a bare number, no equation line
+    return False, None
 
 
 def _strict_text(text):
@@ -431,6 +477,10 @@ def extract_pair(text):
             prefix = text[text.rfind("\n", 0, pos) + 1:pos].replace("**", "").replace("__", "")
             return value, (value if plain and not prefix.strip(" \t") else None)
         return _answer_text(text), _strict_text(text)
+    if "box" not in text:
+        found, value = _plain_ending(text)
+        if found:
+            return value, None
     return _unmarked_answer(text), None
 
 
