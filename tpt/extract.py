@@ -164,6 +164,8 @@ def parse_number(text):
 
 
 def _mixed_number(m):
+    if sum(map(len, m.groups())) > 100:  # no answer is written so; int() refuses thousands of digits
+        return m.group(0)
     whole, num, den = (int(g) for g in m.groups())
     return canonical(whole + Fraction(num, den)) if den else m.group(0)
 
@@ -186,6 +188,8 @@ def _clean_line(line):
 
 
 def _scientific(m):
+    if len(m.group(1)) > 100:  # no answer is written so; int() refuses thousands of digits
+        return m.group(0)
     exponent = int(m.group(2).replace("−", "-"))
     return canonical(Fraction(m.group(1)) * Fraction(10) ** exponent)
 
