@@ -312,7 +312,7 @@ HOSTILE_TEXTS = [
     ("5,000 answer phrases on one line", "the answer is " * 5000),
     ("5,000 headings", "#### Note: more\n" * 5000),
     ("5,000 sign-offs", "12\n" + "Good luck!\n" * 5000),
-    ("5,000 labels alone", "Answer:\n\n" * 5000),
+    ("40,000 labels alone", "Answer:\n\n" * 40000),  # each looks ahead for its number: linear, not quadratic
     ("a 5,000-digit mantissa", "#### " + "1" * 5000 + "e3"),  # beyond int()'s digit limit: no answer, no error
     ("a 5,000-digit mixed number", "$\\boxed{" + "1" * 5000 + "\\frac{1}{2}}$"),
 ]

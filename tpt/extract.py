@@ -269,10 +269,10 @@ def _is_sign_off(line):
 
 def _next_content_line(lines, start):
     """The first of lines[start:] that has text once cleaned, as (cleaned, raw), or (None, None)."""
-    for raw in lines[start:]:
-        line = _clean_line(raw)
+    for i in range(start, len(lines)):  # by index: a slice would copy the rest of the text each time
+        line = _clean_line(lines[i])
         if line:
-            return line, raw
+            return line, lines[i]
     return None, None
 
 
