@@ -256,9 +256,15 @@ def _bare_number(line):
     return number_text(line) if _BARE_LINE_RE.match(line) else None
 
 
+def _sign_off_opening(line):
+    """Whether a line opens with a closing pleasantry ("Let me know ...", "Hope this helps!")."""
+    # Cheap test before the regex: a number line, the commonest line it sees, opens with a digit.
+    return not line.lstrip(" \t*_#>-")[:1].isdigit() and _SIGN_OFF_RE.match(line) is not None
+
+
 def _is_sign_off(line):
     """Whether a cleaned line is a closing pleasantry rather than part of the solution."""
-    if _SIGN_OFF_RE.match(line):
+    if _sign_off_opening(line):
         return True
     # A short exclamation with no number ("Good luck!", "Happy solving! :)"), or no letter or digit at all
     # (an emoji, a rule).
@@ -435,13 +441,15 @@ def _plain_ending(text):
     end = len(text.rstrip())
     start = text.rfind("\n", 0, end) + 1
     last = text[start:end]
-    if _SIGN_OFF_RE.match(last):
+    if _sign_off_opening(last):
         if "answer" in last.lower() or ":" in last:  # the label rule would read this line: no shortcut
             return False, None
-        end = len(text[:start].rstrip())
-        start = text.rfind("\n", 0, end) + 1
-        last = text[start:end]
-        if _SIGN_OFF_RE.match(last):
+        last = ""
+        while start > 0 and not last.strip():  # the line before, blank lines skipped
+            end = start - 1
+            start = text.rfind("\n", 0, end) + 1
+            last = text[start:end]
+        if _sign_off_opening(last):
             return False, None
     m = _PLAIN_ANSWER_IS_RE.fullmatch(last)
     if m:  # the label rule reads the last line first

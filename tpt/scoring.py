@@ -76,14 +76,15 @@ def summarize(scored, num_samples, ks=None):
     flags = list(map(itemgetter("correct"), scored))
     strict_flags = list(map(itemgetter("strict_correct"), scored))
     all_answers = list(map(itemgetter("final_answer"), scored))
-    correct = [sum(flags[i:i + n]) for i in starts]
+    flags_by_question = [flags[i:i + n] for i in starts]
+    correct = list(map(sum, flags_by_question))
     strict = [sum(strict_flags[i:i + n]) for i in starts]
     answers = [all_answers[i:i + n] for i in starts]
     summary = {"num_questions": len(correct), "num_samples": n, "num_scored": total}
     for k in range(1, n + 1):
         summary[f"pass@{k}"] = mean_pass_at_k(correct, n, k)
     for k in ks:
-        summary[f"maj@{k}"] = maj_at_k(answers, [flags[i:i + n] for i in starts], k)
+        summary[f"maj@{k}"] = maj_at_k(answers, flags_by_question, k)
     summary["strict_pass@1"] = mean_pass_at_k(strict, n, 1)
     summary[f"strict_pass@{n}"] = mean_pass_at_k(strict, n, n)
     summary["pass@1_ci95"] = list(pass1_ci95(correct, n))
