@@ -7,6 +7,11 @@
     .venv/bin/python bench/compare_scorers.py ... --show tpt_original --shuffle_seed 1 --count 110
 
 A disagreement is a sample that one mode scores correct and "answer" (ours) does not, or the reverse.
+
+The math_verify column is Hugging Face's math-verify (the rule open-r1 and TRL's accuracy reward use):
+parse() on the whole solution with its default LaTeX and expression extraction, then verify() against the
+gold number. It is a bench-only dependency: `pip install -r bench/requirements.txt`; without it the column
+is left out with a note.
 """
 import argparse
 import os
@@ -26,7 +31,8 @@ def build_parser():
     p.add_argument("--samples_dir", required=True)
     p.add_argument("--answer_path", required=True)
     p.add_argument("--num_samples", type=int, default=10)
-    p.add_argument("--show", choices=MODES + REFERENCE_MODES, help="print the disagreements with this mode")
+    p.add_argument("--show", choices=MODES + REFERENCE_MODES + (MATH_VERIFY,),
+                   help="print the disagreements with this mode")
     p.add_argument("--start", type=int, default=0, help="first disagreement to print")
     p.add_argument("--count", type=int, default=50, help="how many disagreements to print")
     p.add_argument("--tail", type=int, default=300, help="characters of each solution's ending to print")
@@ -36,6 +42,26 @@ def build_parser():
                    help="skip disagreements where both extracted the same number and only the spelling differs "
                         "(e.g. '$28.00' against '28')")
     return p
+
+
+MATH_VERIFY = "math_verify"
+
+
+def math_verify_verdicts(questions, files):
+    """{(qnum, sample): (what math-verify extracted, its verdict)}, or None when math-verify is not installed."""
+    try:
+        from math_verify import parse, verify
+    except ImportError:
+        return None
+    # The gold as LaTeX math in its canonical spelling ('2,125' would parse as a pair of numbers).
+    gold = {q["idt"]: parse(f"${number_text(q['solnum']) or q['solnum']}$") for q in questions}
+    out = {}
+    for index, records in enumerate(files):
+        for rec in records:
+            parsed = parse(rec["solution"])
+            answer = (str(parsed[1]) if len(parsed) > 1 else str(parsed[0])) if parsed else None
+            out[(rec["qnum"], index)] = (answer, bool(parsed) and verify(gold[rec["qnum"]], parsed))
+    return out
 
 
 def verdicts(questions, files, mode):
@@ -54,6 +80,12 @@ def main():
     files = [read_samples(p, questions) for p in sample_paths(args.samples_dir, args.num_samples)]
     modes = MODES + REFERENCE_MODES
     results = {m: verdicts(questions, files, m) for m in modes}
+    reference = math_verify_verdicts(questions, files)
+    if reference is None:
+        print("math_verify: not installed, column left out (pip install -r bench/requirements.txt)")
+    else:
+        modes += (MATH_VERIFY,)
+        results[MATH_VERIFY] = reference
     ours = results["answer"]
     print(f"{'mode':16s} {'pass@1':>7s} {'pass@' + str(args.num_samples):>7s} {'no-ans':>7s} "
           f"{'disagree':>8s} {'ours+':>6s} {'theirs+':>7s}")
@@ -68,6 +100,8 @@ def main():
         print(f"{m:16s} {mean_pass_at_k(c, args.num_samples, 1):7.4f} "
               f"{mean_pass_at_k(c, args.num_samples, args.num_samples):7.4f} {no_answer:7d} "
               f"{ours_only + theirs_only:8d} {ours_only:6d} {theirs_only:7d}")
+    if args.show and args.show not in results:
+        sys.exit(f"error: --show {args.show}: math-verify is not installed")
     if args.show:
         gold = {q["idt"]: q["solnum"] for q in questions}
         text = {(rec["qnum"], i): rec["solution"] for i, records in enumerate(files) for rec in records}

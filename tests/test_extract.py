@@ -1,7 +1,9 @@
 """Answer extraction, table-driven. The endings are real gemma-2-2b-it outputs from
-tpt_reference/gemma2b_test500 (shortened to the part that matters), plus the reference solution formats.
-Runtime budget: < 1 s.
+tpt_reference/gemma2b_test500 (shortened to the part that matters), the reference solution formats, and the
+styles of other model families (markdown headings, LaTeX, sign-offs) with the lucky rights they invite.
+Runtime budget: < 3 s.
 """
+import time
 from fractions import Fraction
 
 import pytest
@@ -43,7 +45,7 @@ ANSWER_CASES = [
     ("  #### 160/3 feet. ", "160/3"),  # a fraction with a unit; a repeating decimal stays a fraction
     ("#### $294/week", "294"),  # a rate: the slash is followed by a word, not a number
     ("#### $7000 / 300 chickens = $23.33 / chicken ", "23.33"),  # a rate in an equation chain
-    ("**#### 4:00 pm** ", "4"),  # a clock time: GSM8K golds give the hour
+    ("**#### 4:00 pm** ", "4"),  # a clock time on the hour: GSM8K golds give the hour
     ("#### 6th", "6"),  # an ordinal
     ("#### Tommy caught 14 fish.", "14"),  # a sentence after the marker
     ("#### Shannon will need to make **5** dozens of cookies.", "5"),  # a sentence with a bold number
@@ -76,12 +78,95 @@ ANSWER_CASES = [
     ("Step 1: add.\n(2 + 3) × 4 = 20.", "20"),  # an arithmetic last line with parentheses and a full stop
     ("x + 1 = 5", None),  # algebra is not a stated answer (x = 4 here)
     ("The sum is 2 + 2 = 4 apples and more", None),  # words around the equation: not a bare last line
+    ("**#### 3 3**", "3"),  # gemma says the number twice: still one quantity
+    ("**#### 3**: 3 trucks", "3"),  # the number, then the same number with its unit
+    ("   #### 56  (Dromedaries)", "56"),  # a unit word in parentheses
+    ("#### **: 36 candles, 20 flashlights", None),  # two quantities: no answer (was 36)
+    ("#### 5700 seconds**  or **90 minutes**", None),  # a hedge between two quantities (was 5700)
+    ("#### 3 hours and 45 minutes**", None),  # a compound duration is not one number (was 3)
 ]
 
 
 @pytest.mark.parametrize("text,expected", ANSWER_CASES)
 def test_answer_mode(text, expected):
     assert extract_answer(text, "answer") == expected
+
+
+FAMILY_CASES = [
+    # (solution ending, gold, expected "answer" extraction): the styles of Llama, Qwen, Mistral and SmolLM2.
+    # Each family reads the asserted answer, and refuses the lucky right (gold = the number a careless
+    # reader would take, expected None): a wrong answer scored correct is the worst error a scorer makes.
+    # -- `####` is an answer marker, not a markdown heading of words
+    ("#### Step 2: Final\nThe answer is $\\boxed{12}$", "12", "12"),  # a heading, then the boxed answer
+    ("#### Step 2: Final\nThe answer is $\\boxed{12}$", "2", "12"),  # ... its step number is not read
+    ("#### 12\n\n#### Explanation\nWe multiplied 3 by 4.", "12", "12"),  # a heading after the marker
+    ("#### 12\n\n#### Explanation", "12", "12"),  # ... even as the very last line
+    ("#### 12\n#### Note: 5 people asked", "12", "12"),  # a note heading after the marker
+    ("#### 12\n#### Note: 5 people asked", "5", "12"),  # ... whose number is not the answer
+    ("#### 1. Compute the total\n3 x 4 = 12\nThe answer is 12.", "1", "12"),  # a numbered heading
+    ("#### Total: $12", "12", "12"),  # a label of words stating a bare number is an answer
+    ("#### David saves $12\n\n**Explanation:** see above", "12", "12"),  # a sentence, then an explanation
+    # -- LaTeX and typographic thousands separators
+    ("The answer is $\\boxed{18{,}000}$", "18000", "18000"),  # LaTeX {,} separator
+    ("The answer is $\\boxed{18{,}000}$", "18", "18000"),  # ... not 18
+    ("$\\boxed{1\\,234}$", "1234", "1234"),  # LaTeX thin space \,
+    ("$\\boxed{1\\,234}$", "1", "1234"),  # ... not 1
+    ("#### 1\u2009234", "1234", "1234"),  # a Unicode thin space
+    ("#### 1\u202f234\u202f567 dollars", "1234567", "1234567"),  # narrow no-break spaces
+    ("#### 1\u00a0234", "1", "1234"),  # a no-break space joins digit groups, it does not end the number
+    ("#### 1\u00a023", "1", None),  # two digits after the space are not a thousands group
+    # -- sign-offs after the final number, generalised rather than listed
+    ("6 * 2 = 12\n\n12\n\nHope this helps!", "12", "12"),  # "Hope this helps!"
+    ("6 * 2 = 12 apples.\n\n12 apples\n\nGood luck!", "12", "12"),  # "Good luck!"
+    ("Total: 12 + 0\n\n 12\n\nHappy to help", "12", "12"),  # "Happy to help", no punctuation
+    ("so we get\n\n**12**\n\nHappy solving! 😊", "12", "12"),  # an exclamation and an emoji
+    ("so we get\n\n12\n\nThanks for the fun problem!\n\n---", "12", "12"),  # thanks and a rule line
+    ("so we get\n\n12\n\nBut wait, 12 counts the boxes, not the apples.", "12", None),  # not a sign-off
+    # -- the marker line asserts one quantity, then explains it
+    ("#### 12 = 3 x 4", "12", "12"),  # the quantity, then its derivation
+    ("#### 12 = 3 x 4", "3", "12"),  # ... not the first factor
+    ("#### $60 = 5 x $12", "60", "60"),  # in dollars
+    ("#### $60 = 5 x $12", "5", "60"),  # ... not the count
+    ("#### 3 x 4 = 12", "12", "12"),  # a derivation, then its result
+    ("#### 180 minutes (= 3 hours)", "180", "180"),  # a conversion in parentheses
+    ("#### 180 minutes (= 3 hours)", "3", "180"),  # ... not the converted figure
+    ("#### 150 minutes = 2.5 hours", "150", "150"),  # a conversion after '='
+    ("#### 150 minutes = 2.5 hours", "2.5", "150"),  # ... not its right side
+    ("#### $7000 / 300 chickens = $23.33 / chicken", "23.33", "23.33"),  # a spaced division is no quantity
+    ("#### x = 3 x 4", "3", None),  # a variable equal to an expression asserts no number
+    # -- mixed numbers and superscript units
+    ("$\\boxed{3\\frac{1}{2}}$", "3.5", "3.5"),  # a mixed number is 3 + 1/2
+    ("$\\boxed{3\\frac{1}{2}}$", "31/2", "3.5"),  # ... not 31/2 with the digits glued
+    ("So the area is 3 * 4.\n\n12 cm^2", "12", "12"),  # a superscript unit on the bare last line
+    ("So the area is 3 * 4.\n\n12 cm²", "12", "12"),  # a Unicode superscript
+    ("So the area is 3 * 4.\n\n$12 \\text{ cm}^{2}$", "12", "12"),  # a LaTeX superscript
+    # -- lucky rights refused: ambiguous assertions are no answer
+    ("#### 3:45 PM", "3", None),  # a clock time off the hour is not its hour
+    ("#### 2:00 PM", "2", "2"),  # ... while a time on the hour is (GSM8K writes the answer 2)
+    ("#### 10-12", "10", None),  # a range
+    ("#### 10 to 12 cookies", "10", None),  # a range in words
+    ("#### 12 or 13", "12", None),  # a hedge
+    ("The answer is 12 or 13.", "12", None),  # a hedge after a label
+    ("$\\boxed{12 \\text{ or } 13}$", "12", None),  # a hedge in a box
+    ("#### 2,5", "25", None),  # a decimal comma is not a thousands separator
+    ("#### 2,5", "2", None),  # ... nor a full stop
+    ("#### 2,4,6", "246", None),  # a list
+    ("#### 2, 4, 6", "2", None),  # a spaced list
+    ("2,5", "25", None),  # a decimal comma on the bare last line
+    ("#### 1.5e3", "1500", "1500"),  # scientific notation is the number it denotes
+    ("#### 1.5e3", "1.5", "1500"),  # ... never its mantissa
+    ("#### 1.5 \\times 10^{3}", "1.5", "1500"),  # the LaTeX spelling too
+    ("Before we give the final answer, let's check 3 cases", "3", None),  # prose, not a label
+    ("The final answer is 4 (we checked 3 cases).", "4", None),  # an aside with another number: not one quantity
+    ("A: 10+John's age", "10", None),  # an expression is not a stated number
+]
+
+
+@pytest.mark.parametrize("text,gold,expected", FAMILY_CASES)
+def test_model_families(text, gold, expected):
+    answer = extract_answer(text, "answer")
+    assert answer == expected
+    assert is_correct(answer, gold) is (expected is not None and is_correct(expected, gold))
 
 
 STRICT_CASES = [
@@ -98,6 +183,8 @@ STRICT_CASES = [
     ("####\n9", None),  # the number must share the marker's line
     ("The answer is 42.", None),  # no marker at all
     ("#### 12\nlater: #### 13 apples", None),  # the LAST marker line decides
+    ("#### 2,5", None),  # a decimal comma is not a thousands separator (was 25)
+    ("#### 1,30,000", "130000"),  # the Indian grouping is
 ]
 
 
@@ -188,10 +275,66 @@ def test_unknown_mode_is_refused():
         extract_answer("#### 1", "lenient")
 
 
+SHORTCUT_EDGES = [
+    # endings near the shortcut for unmarked solutions (one last line read at C speed), where it must give
+    # exactly what the full rules give, or step aside
+    "So 3 + 4 = 7.\nThe answer is 7.\n\nLet me know if you have questions about the answer 8.",  # "answer" in a sign-off
+    "The answer is 5.\nWe check: 5 + 1 = 6\n 6\n\nHope this helps!",  # an earlier label outranks a bare number
+    "Earlier, A: 4\n\n 6\n\nLet me know!",  # an "A:" label elsewhere
+    "THE ANSWER IS 9\n\n 6",  # a label in capitals
+    " 6\n\nGood luck!",  # a short exclamation after the bare number: the full rules skip it
+    " 6\n\nLet me know.\nFeel free to ask.",  # two sign-offs
+    "We need 3 more boxes than 2 days ago",  # words and numbers: no answer
+    "Égal à 3 boîtes",  # a non-ASCII first letter: the full rules decide
+    "$12",  # a bare dollar amount
+    "-$12",  # a sign before the dollar
+    "**12**\n\nThanks!",  # a bold bare number, then thanks
+]
+
+
 def test_extract_pair_agrees_with_each_mode(shared_data):
     # Scoring takes both modes in one call with a shortcut for plain `#### N` lines; on all 5,000 real gemma
     # outputs and the table above it must give exactly what the two modes give one at a time.
     texts = [r["solution"] for i in range(10) for r in read_json(TPT_REF / "gemma2b_test500" / f"e{i}.json")]
     texts += [text for text, _ in ANSWER_CASES] + [text for text, _ in STRICT_CASES]
+    texts += [text for text, _, _ in FAMILY_CASES] + SHORTCUT_EDGES
     for text in texts:
         assert extract_pair(text) == (extract_answer(text, "answer"), extract_answer(text, "strict")), text
+
+
+HOSTILE_TEXTS = [
+    # (what it is, text): inputs that once took 12 to 123 s (quadratic scans); each must score at once
+    ("5,000 unclosed boxes in 135 kB", "\\boxed{ step " * 5000 + "x" * 70000),
+    ("a 20,000-digit line", "So:\n" + "1" * 20000),
+    ("a 20,000-digit marker line", "#### " + "1" * 20000),
+    ("20,000 digits in groups", "#### " + "1," * 10000),
+    ("20,000 digits as a spaced division", "The answer is " + "1 / " * 5000),
+    ("5,000 answer phrases on one line", "the answer is " * 5000),
+    ("5,000 headings", "#### Note: more\n" * 5000),
+    ("5,000 sign-offs", "12\n" + "Good luck!\n" * 5000),
+    ("40,000 labels alone", "Answer:\n\n" * 40000),  # each looks ahead for its number: linear, not quadratic
+    ("a 5,000-digit mantissa", "#### " + "1" * 5000 + "e3"),  # beyond int()'s digit limit: no answer, no error
+    ("a 5,000-digit mixed number", "$\\boxed{" + "1" * 5000 + "\\frac{1}{2}}$"),
+]
+
+
+@pytest.mark.parametrize("name,text", HOSTILE_TEXTS)
+def test_any_text_scores_in_bounded_time(name, text):
+    # The bound is loose on purpose (a loaded machine must not flake it): these took 12-123 s when the
+    # scans were quadratic and take milliseconds now.
+    start = time.process_time()
+    extract_pair(text)
+    assert time.process_time() - start < 1.0, name
+
+
+def test_gemma_figures_do_not_move(shared_data):
+    # Hand-checked on the 5,000 gemma outputs (the closing notes of issues 2 and 10): 3,167 correct samples,
+    # pass@1 0.6334 and pass@10 0.868. A new reading rule may turn a wrong answer into no answer, never
+    # change which samples are correct.
+    gold = {q["idt"]: q["solnum"] for q in read_json(TPT_REF / "test500.json")}
+    counts = dict.fromkeys(gold, 0)
+    for i in range(10):
+        for r in read_json(TPT_REF / "gemma2b_test500" / f"e{i}.json"):
+            counts[r["qnum"]] += is_correct(extract_answer(r["solution"]), gold[r["qnum"]])
+    assert sum(counts.values()) == 3167
+    assert sum(c > 0 for c in counts.values()) == 434

@@ -16,6 +16,7 @@ include the sampling noise of the n solutions per question, which is smaller onc
 """
 import functools
 import math
+from collections import Counter
 
 
 @functools.lru_cache(maxsize=None)
@@ -33,22 +34,22 @@ def mean_pass_at_k(correct_counts, n, k):
     """pass@k averaged over questions; correct_counts holds c for each question."""
     if not correct_counts:
         return 0.0
-    how_many = {}
-    for c in correct_counts:
-        how_many[c] = how_many.get(c, 0) + 1
+    how_many = Counter(correct_counts)  # counted in C: summaries ask for every k on 7,473 questions
     return sum(m * pass_at_k(n, c, k) for c, m in sorted(how_many.items())) / len(correct_counts)
 
 
 def majority_vote(answers):
     """The most frequent non-None answer; ties go to the one seen first; None if nothing voted."""
-    counts = {}
+    counts = dict.fromkeys(answers, 0)  # dicts keep first-seen order
     for a in answers:
-        if a is not None:
-            counts[a] = counts.get(a, 0) + 1
+        counts[a] += 1
+    counts.pop(None, None)
     if not counts:
         return None
     best = max(counts.values())
-    return next(a for a in counts if counts[a] == best)  # dicts keep first-seen order
+    for a, c in counts.items():
+        if c == best:
+            return a
 
 
 def maj_at_k(answers_per_question, correct_per_question, k):
@@ -59,6 +60,8 @@ def maj_at_k(answers_per_question, correct_per_question, k):
     """
     if not answers_per_question:
         return 0.0
+    if k == 1:  # a vote of one: the first sample's verdict (no answer is wrong)
+        return sum(correct[0] for correct in correct_per_question) / len(answers_per_question)
     hits = 0
     for answers, correct in zip(answers_per_question, correct_per_question):
         winner = majority_vote(answers[:k])

@@ -13,6 +13,7 @@ import csv
 import io
 import json
 import os
+from operator import itemgetter
 
 from tpt.extract import extract_pair, number_text
 from tpt.io import DataError, check_samples, normalize_text, read_samples, sample_paths, write_json, write_text
@@ -43,25 +44,25 @@ def load_samples_dir(samples_dir, questions, num_samples):
 
 def score_samples(questions, sample_files):
     """One scored record per (question, sample), in question order then sample order."""
-    gold = {q["idt"]: number_text(q["solnum"]) for q in questions}
-    by_question = {q["idt"]: [None] * len(sample_files) for q in questions}
-    for index, records in enumerate(sample_files):
-        for rec in records:
-            by_question[rec["qnum"]][index] = rec
+    order = [q["idt"] for q in questions]
+    # Sample files list their questions in the question file's order (Think writes them so); any other
+    # order is put right here.
+    columns = [records if [r["qnum"] for r in records] == order else
+               [{r["qnum"]: r for r in records}[idt] for idt in order] for records in sample_files]
     scored = []
-    for q in questions:
-        want = gold[q["idt"]]
-        for index, rec in enumerate(by_question[q["idt"]]):
+    append = scored.append
+    for idt, want, recs in zip(order, [number_text(q["solnum"]) for q in questions], zip(*columns)):
+        for index, rec in enumerate(recs):
             answer, strict = extract_pair(rec["solution"])
             # Our modes spell equal numbers alike, so string equality with the gold's spelling is exact.
-            row = {"qnum": q["idt"], "sample": index, "final_answer": answer, "strict_answer": strict,
+            row = {"qnum": idt, "sample": index, "final_answer": answer, "strict_answer": strict,
                    "correct": answer is not None and answer == want,
                    "strict_correct": strict is not None and strict == want}
             if "finish_reason" in rec:
                 row["finish_reason"] = rec["finish_reason"]
             if "num_tokens" in rec:
                 row["num_tokens"] = rec["num_tokens"]
-            scored.append(row)
+            append(row)
     return scored
 
 
@@ -72,17 +73,18 @@ def summarize(scored, num_samples, ks=None):
     total = len(scored)
     # score_samples writes each question's n samples together: per-question lists are slices.
     starts = range(0, total, n)
-    flags = [r["correct"] for r in scored]
-    strict_flags = [r["strict_correct"] for r in scored]
-    all_answers = [r["final_answer"] for r in scored]
-    correct = [sum(flags[i:i + n]) for i in starts]
+    flags = list(map(itemgetter("correct"), scored))
+    strict_flags = list(map(itemgetter("strict_correct"), scored))
+    all_answers = list(map(itemgetter("final_answer"), scored))
+    flags_by_question = [flags[i:i + n] for i in starts]
+    correct = list(map(sum, flags_by_question))
     strict = [sum(strict_flags[i:i + n]) for i in starts]
     answers = [all_answers[i:i + n] for i in starts]
     summary = {"num_questions": len(correct), "num_samples": n, "num_scored": total}
     for k in range(1, n + 1):
         summary[f"pass@{k}"] = mean_pass_at_k(correct, n, k)
     for k in ks:
-        summary[f"maj@{k}"] = maj_at_k(answers, [flags[i:i + n] for i in starts], k)
+        summary[f"maj@{k}"] = maj_at_k(answers, flags_by_question, k)
     summary["strict_pass@1"] = mean_pass_at_k(strict, n, 1)
     summary[f"strict_pass@{n}"] = mean_pass_at_k(strict, n, n)
     summary["pass@1_ci95"] = list(pass1_ci95(correct, n))
@@ -92,7 +94,7 @@ def summarize(scored, num_samples, ks=None):
     summary["num_no_answer"] = all_answers.count(None)
     summary["num_wrong_answer"] = total - summary["num_correct"] - summary["num_no_answer"]
     summary["num_solved_questions"] = sum(c > 0 for c in correct)
-    summary["format_rate"] = sum([r["strict_answer"] is not None for r in scored]) / total if total else 0.0
+    summary["format_rate"] = (total - list(map(itemgetter("strict_answer"), scored)).count(None)) / total if total else 0.0
     summary["no_answer_rate"] = summary["num_no_answer"] / total if total else 0.0
     reasons = [r["finish_reason"] for r in scored if "finish_reason" in r and r["finish_reason"] is not None]
     # Over the samples that report a finish_reason; None when none does (e.g. files from the original).
@@ -114,9 +116,8 @@ def select_kept(scored, questions, samples_by_qnum, max_per_question=1, strict_o
     """
     by_idt = {q["idt"]: q for q in questions}
     kept, kept_texts = [], {}
-    for row in scored:
-        ok = row["strict_correct"] if strict_only else row["correct"]
-        if not ok or (not keep_truncated and row.get("finish_reason") == "length"):
+    for row in filter(itemgetter("strict_correct" if strict_only else "correct"), scored):
+        if not keep_truncated and row.get("finish_reason") == "length":
             continue
         idt = row["qnum"]
         earlier = kept_texts.setdefault(idt, [])
@@ -132,9 +133,12 @@ def select_kept(scored, questions, samples_by_qnum, max_per_question=1, strict_o
     return kept
 
 
+_ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
+
+
 def _json_list(records):
     """A JSON list with one record per line: readable, and written by the fast C encoder (indent is not)."""
-    return "[\n" + ",\n".join(json.dumps(r, ensure_ascii=False) for r in records) + "\n]\n"
+    return "[\n" + ",\n".join(map(_ENCODE, records)) + "\n]\n"
 
 
 def _csv_text(summary):
@@ -170,7 +174,8 @@ def score_loaded(samples_dir, questions, sample_files, ks=None, max_per_question
     summary["strict_only"] = strict_only
     summary["keep_truncated"] = keep_truncated
     # Compact, by the C encoder: indenting 74,730 records would cost more than scoring them.
-    write_text(os.path.join(samples_dir, SCORED_FILE), json.dumps(scored, separators=(",", ":")) + "\n")
+    write_text(os.path.join(samples_dir, SCORED_FILE),
+               json.dumps(scored, separators=(",", ":"), check_circular=False) + "\n")
     write_text(os.path.join(samples_dir, KEPT_FILE), _json_list(kept))
     write_json(os.path.join(samples_dir, SUMMARY_FILE), summary)
     write_text(os.path.join(samples_dir, CSV_FILE), _csv_text(summary))
