@@ -15,9 +15,10 @@ import pytest
 from tests.conftest import PYTHON, ROOT, TPT_REF
 
 SCRIPT = str(ROOT / "sft_math.py")
-# The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step.
+# The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
+# a checkpoint every step, kept after the run for the resume test.
 COMMON = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "2",
-          "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--save_steps", "1"]
+          "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--save_steps", "1", "--keep_checkpoints"]
 
 
 def _run(args, env=None, cmd=None, timeout=900):
@@ -205,6 +206,74 @@ def test_wandb_without_login_fails_before_loading(tmp_path):
                 env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
                 timeout=120)
     assert proc.returncode == 2 and "no W&B login found" in proc.stderr
+
+
+def test_wandb_without_login_ends_both_ranks_with_one_line(traces, tmp_path):
+    # Only the main process's login counts; it tells the other rank, and both exit with the same line (a rank
+    # failing alone would leave the other waiting in a collective).
+    out = tmp_path / "o"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out)],
+                env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
+                cmd=[PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", SCRIPT],
+                timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1] and "no W&B login found on the main process" in errors[0]
+    assert not out.exists() and not os.path.exists(str(out) + ".work")
+
+
+TINY = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--logging_steps", "1", "--report_to", "none"]
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory, traces):
+    """A tiny random Gemma-2 trained 4 steps (one trace pair each) with a checkpoint at half the run and warm-up
+    over the whole run; nothing names an attention implementation."""
+    from tests.test_train import tiny_gemma2
+
+    folder = tmp_path_factory.mktemp("gemma")
+    base = tiny_gemma2(folder / "base")
+    out = folder / "model"
+    proc = _run(["--model_name_or_path", str(base), "--train_data_path", str(traces), "--output_dir", str(out),
+                 "--max_steps", "4", "--save_steps", "0.5", "--warmup_ratio", "1.0", "--keep_checkpoints"] + TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"base": base, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+def test_gemma2_trains_with_eager_attention_chosen_by_itself(gemma):
+    assert gemma["manifest"]["attn_implementation"] == "eager" and gemma["manifest"]["global_step"] == 4
+    assert "eager attention" in gemma["proc"].stdout
+    assert json.loads((gemma["out"] / "config.json").read_text())["attn_logit_softcapping"] == 50.0
+
+
+def test_fractional_save_steps_checkpoint_mid_run(gemma):
+    # --save_steps 0.5 of a 4-step run: a checkpoint at step 2, then at the end.
+    work = str(gemma["out"]) + ".work"
+    assert sorted(n for n in os.listdir(work) if n.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_warmup_ratio_one_warms_up_over_the_whole_run(gemma):
+    # The learning rate of each of the 4 steps climbs linearly: every step is a warm-up step, the peak (1e-6) would
+    # come at a fifth. (Passed as warmup_steps=1.0, it was one warm-up step: 0, then 1e-6 decaying.)
+    state = json.loads(open(os.path.join(str(gemma["out"]) + ".work", "checkpoint-4", "trainer_state.json")).read())
+    lrs = [e["learning_rate"] for e in state["log_history"] if "loss" in e]
+    assert lrs == pytest.approx([1e-6 * s / 4 for s in (0, 1, 2, 3)], rel=1e-6)
+    assert gemma["manifest"]["warmup_steps"] == 4
+
+
+def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, traces, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "bf16"
+    proc = _run(["--model_name_or_path", str(gemma["base"]), "--train_data_path", str(traces), "--output_dir", str(out),
+                 "--max_steps", "1", "--dtype", "bfloat16"] + TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}
+    assert json.loads((out / "manifest.json").read_text())["weight_dtype"] == "bfloat16"
+    # The model folder is complete, so its checkpoints (one, at the end of the run) are gone.
+    assert not os.path.exists(str(out) + ".work")
 
 
 def test_help_lists_defaults():
