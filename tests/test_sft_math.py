@@ -228,15 +228,22 @@ TINY = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_
 
 @pytest.fixture(scope="module")
 def gemma(tmp_path_factory, traces):
-    """A tiny random Gemma-2 trained 4 steps (one trace pair each) with a checkpoint at half the run and warm-up
-    over the whole run; nothing names an attention implementation."""
+    """A tiny random Gemma-2 trained 4 steps (one trace pair each) with eval loss and a checkpoint at half the run
+    (fractions), the best checkpoint saved, and warm-up over the whole run; nothing names an attention implementation.
+
+    "Best" is inverted here (--greater_is_better): at lr 1e-6 the eval loss falls at every step, so the lowest would
+    be the last checkpoint and the test could not tell the best from the last; the highest is the mid-run one."""
     from tests.test_train import tiny_gemma2
 
     folder = tmp_path_factory.mktemp("gemma")
     base = tiny_gemma2(folder / "base")
     out = folder / "model"
+    records = sorted(json.loads((TPT_REF / "math2b_2k.json").read_text()), key=lambda r: len(r["solution"]))
+    (folder / "eval.json").write_text(json.dumps(records[8:10]))  # the next 2 shortest: other questions
     proc = _run(["--model_name_or_path", str(base), "--train_data_path", str(traces), "--output_dir", str(out),
-                 "--max_steps", "4", "--save_steps", "0.5", "--warmup_ratio", "1.0", "--keep_checkpoints"] + TINY)
+                 "--eval_data_path", str(folder / "eval.json"), "--load_best_model_at_end", "--greater_is_better", "true",
+                 "--max_steps", "4",
+                 "--eval_steps", "0.5", "--save_steps", "0.5", "--warmup_ratio", "1.0", "--keep_checkpoints"] + TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"base": base, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text())}
 
@@ -248,9 +255,25 @@ def test_gemma2_trains_with_eager_attention_chosen_by_itself(gemma):
 
 
 def test_fractional_save_steps_checkpoint_mid_run(gemma):
-    # --save_steps 0.5 of a 4-step run: a checkpoint at step 2, then at the end.
+    # --save_steps 0.5 of a 4-step run: a checkpoint at step 2, then at the end (the default, 0.25, would be
+    # every step here, and every 8 steps of a 32-step round; a whole-number 100 never fired there).
     work = str(gemma["out"]) + ".work"
     assert sorted(n for n in os.listdir(work) if n.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_load_best_model_at_end_saves_the_best_checkpoint_by_eval_loss(gemma):
+    # As the original kept the best by eval loss: the saved model is the checkpoint whose eval loss is best.
+    from safetensors.torch import load_file
+
+    work = str(gemma["out"]) + ".work"
+    state = json.loads(open(os.path.join(work, "checkpoint-4", "trainer_state.json")).read())
+    evals = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
+    assert sorted(evals) == [2, 4] and evals[2] > evals[4]  # evaluated at half and end; the loss fell
+    assert gemma["manifest"]["best_checkpoint"].endswith("checkpoint-2")
+    saved = load_file(str(gemma["out"] / "model.safetensors"))
+    for step, same in ((2, True), (4, False)):
+        ckpt = load_file(os.path.join(work, f"checkpoint-{step}", "model.safetensors"))
+        assert all((saved[k] == ckpt[k]).all() for k in saved) == same
 
 
 def test_warmup_ratio_one_warms_up_over_the_whole_run(gemma):
