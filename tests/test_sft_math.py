@@ -299,6 +299,36 @@ def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, t
     assert not os.path.exists(str(out) + ".work")
 
 
+@pytest.mark.parametrize("argv, recipe, expected", [
+    # the seed's flags keep working; everything else keeps the paper's defaults
+    (["--model_name_or_path", "m", "--eval_data_path", "e.json", "--learning_rate", "2e-6", "--output_dir", "o",
+      "--wandb_project", "p", "--run_name", "r", "--num_train_epochs", "2"], None,
+     {"model_name_or_path": "m", "eval_data_path": "e.json", "learning_rate": 2e-6, "output_dir": "o",
+      "wandb_project": "p", "run_name": "r", "num_train_epochs": 2.0, "lr_scheduler_type": "cosine",
+      "warmup_ratio": 0.1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_length": 1600,
+      "dtype": None, "attn_implementation": None, "save_steps": 0.25, "eval_steps": 0.25, "report_to": ["wandb"],
+      "gradient_checkpointing": False, "bf16": False, "lora_target_modules": "all-linear"}),
+    # a recipe sets flags of all three dataclasses (TPT's, SFTConfig's, ModelConfig's)
+    ([], {"template": "plain", "learning_rate": 3e-6, "gradient_checkpointing": True, "dtype": "bfloat16",
+          "attn_implementation": "sdpa", "use_peft": True},
+     {"template": "plain", "learning_rate": 3e-6, "gradient_checkpointing": True, "dtype": "bfloat16",
+      "attn_implementation": "sdpa", "use_peft": True}),
+    # the command line wins over the recipe
+    (["--learning_rate", "5e-6"], {"learning_rate": 3e-6, "seed": 7}, {"learning_rate": 5e-6, "seed": 7}),
+])
+def test_flags_and_recipe(tmp_path, argv, recipe, expected):
+    import yaml
+
+    import sft_math
+
+    if recipe is not None:
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        argv = ["--config", str(tmp_path / "recipe.yaml")] + argv
+    parsed = sft_math.build_parser().parse_args_and_config(["--train_data_path", "t.json"] + argv)
+    for name, value in expected.items():
+        assert [getattr(d, name) for d in parsed if hasattr(d, name)] == [value], name
+
+
 def test_help_lists_defaults():
     proc = _run(["--help"], timeout=60)
     assert proc.returncode == 0 and "(default: 1e-06)" in proc.stdout and "--resume_from_checkpoint" in proc.stdout
