@@ -11,8 +11,10 @@ with the model's chat template, masks the prompt and labels the completion. Two 
 Before training, check_examples proves on real examples that the prompt ids equal encode_prompt (what Think feeds
 the model) and that the labels are the completion plus the end-of-turn token; otherwise one clear error.
 
-Nothing here assumes one process: every rank prepares the same data, trainer.save_model gathers sharded weights
-(FSDP, ZeRO-3) on all ranks, and only the main process writes files.
+Nothing here assumes one process: every rank prepares the same data, the W&B login is checked once (main process)
+and the answer shared, trainer.save_model gathers sharded weights (FSDP, ZeRO-3) on all ranks, and only the main
+process writes files. The flags (TRL's dataclasses with TPT's defaults) are in tpt/train_args.py; train() takes
+TRL's SFTConfig and explicit values.
 """
 import hashlib
 import netrc
