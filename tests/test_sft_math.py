@@ -1,9 +1,12 @@
 """sft_math.py end to end on the real embedded model and real traces: two optimizer steps (W&B offline), the folder
-it saves sampled by gen_synth.py, a resume from a checkpoint, a real two-process launch, and bad input.
+it saves sampled by gen_synth.py, a resume from a checkpoint, a real two-process launch, and bad input; then a tiny
+random Gemma-2 (built from a config, embedded tokenizer) for what is about the loop around the model: attention
+picked from the config, fractional eval/save, the best checkpoint, warm-up, bf16 weights, W&B under two ranks.
 
 Runtime budget: ~6 min measured on 2 cores shared with other work at load ~7 (training ran at ~8-16 tokens/s;
 the two-step fixture alone ~210 s, the resume ~90-150 s, the two-rank launch ~40-100 s). The traces are the 8
-shortest real ones and the prompts use the short "plain" template to keep the steps cheap.
+shortest real ones and the prompts use the short "plain" template to keep the steps cheap. The tiny Gemma-2 tests
+add ~55 s at load ~5 (~80 s at load ~9): three short runs, the two-rank one stopping before any model loads.
 """
 import glob
 import json

@@ -1,6 +1,7 @@
 """tpt.train on real traces and the real embedded model, no training step: what TRL builds is what Think samples.
 
 Runtime budget: ~1.5 min measured on 2 busy cores at load ~7 (one SFTTrainer set-up, three forward passes).
+The attention tests build a tiny random Gemma-2 (a few seconds).
 """
 import json
 
