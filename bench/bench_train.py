@@ -26,13 +26,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+# Each batching mode as sft_math.py flags (TRL's own).
+MODES = {
+    "grouped": ["--train_sampling_strategy", "group_by_length"],  # the default
+    "padding": ["--train_sampling_strategy", "random"],
+    "padding_free": ["--train_sampling_strategy", "random", "--padding_free", "true"],
+}
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--traces", default=os.path.join(ROOT, "..", "shared", "data", "tpt_reference", "math2b_2k.json"))
     p.add_argument("--model", default="smollm2-135m")
     p.add_argument("--steps", type=int, default=5, help="optimizer steps per mode (the first is not counted)")
     p.add_argument("--batch_size", type=int, default=2, help="traces per step (sft_math.py's per-device default)")
-    p.add_argument("--modes", nargs="+", default=["grouped", "padding", "padding_free"])
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     p.add_argument("--epoch_traces", type=int, default=100, help="traces in the epoch whose wall time is estimated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--one_mode", default=None, help=argparse.SUPPRESS)  # internal: run one mode in this process
@@ -58,22 +66,21 @@ def run_mode(args):
 
     import sft_math
     from tpt.models import resolve_model
-    from tpt.train import build_dataset, end_of_turn_id, prepare_examples, sft_config
+    from tpt.train import build_dataset, configure, end_of_turn_id, prepare_examples
 
     records = sample_traces(args.traces, args.steps * args.batch_size, args.seed)
     work = tempfile.mkdtemp(prefix="bench_train.")
-    targs = sft_math.build_parser().parse_args([
-        "--train_data_path", args.traces, "--output_dir", work, "--report_to", "none", "--batching", args.one_mode,
+    _, config, _ = sft_math.build_parser().parse_args_and_config([
+        "--train_data_path", args.traces, "--output_dir", work, "--report_to", "none", *MODES[args.one_mode],
         "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
-        "--gradient_accumulation_steps", "1", "--save_steps", "100000", "--model_name_or_path", args.model,
+        "--gradient_accumulation_steps", "1", "--save_strategy", "no", "--model_name_or_path", args.model,
     ])
     path = resolve_model(args.model)
     tok = AutoTokenizer.from_pretrained(path)
     eot = end_of_turn_id(tok, GenerationConfig.from_pretrained(path))
-    config = sft_config(targs, work, False)
-    config.save_strategy = "no"
+    max_length = configure(config, work, work, False, {"dtype": "float32", "device_map": None})
     trainer = SFTTrainer(model=path, args=config, train_dataset=build_dataset(records), processing_class=tok)
-    trainer.train_dataset, _ = prepare_examples(trainer.train_dataset, tok, records, "tpt", eot, targs.max_length)
+    trainer.train_dataset, _ = prepare_examples(trainer.train_dataset, tok, records, "tpt", eot, max_length)
 
     batches, steps = [], []
     collate = trainer.data_collator

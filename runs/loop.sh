@@ -4,6 +4,8 @@
 # manifest says it finished, so a loop killed at any point picks up where it stopped when started again.
 #
 #   MODEL=google/gemma-2-2b-it ROUNDS=3 OUT=out/gemma2b bash runs/loop.sh
+#   MODEL=google/gemma-2-9b-it TRAIN_LAUNCH="accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8" \
+#     SFT_ARGS="--gradient_checkpointing true" OUT=out/gemma9b bash runs/loop.sh     # an 8-GPU node
 #
 # Every knob is a variable below; set it in the environment to override.
 set -euo pipefail
@@ -33,11 +35,22 @@ REPORT_TO=${REPORT_TO:-none}                  # wandb to log training and the re
 OUT=${OUT:-out/loop}
 PYTHON=${PYTHON:-python}
 SFT_ARGS=${SFT_ARGS:-}                        # extra sft_math.py flags, e.g. "--use_peft --per_device_train_batch_size 4"
+TRAIN_LAUNCH=${TRAIN_LAUNCH:-}                # Train's launcher, one process per GPU: "torchrun --nproc_per_node 2",
+                                              # "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8"
 GEN_ARGS=${GEN_ARGS:-}                        # extra gen_synth.py / gen_eval.py flags
 
 cd "$(dirname "$0")/.."
 stage() { echo; echo "=== $*"; }
 done_in() { [ -f "$1" ]; }   # a stage is finished when its manifest exists: manifests are written last
+
+# One Train process cannot use several GPUs (TRL refuses DataParallel): stop before anything loads, not at round 1.
+if [ -z "$TRAIN_LAUNCH" ]; then
+  gpus=$($PYTHON -c "import torch; print(torch.cuda.device_count())")
+  if [ "$gpus" -gt 1 ]; then
+    echo "error: $gpus GPUs visible and TRAIN_LAUNCH is empty: set TRAIN_LAUNCH=\"accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes $gpus\" (or ddp.yaml, deepspeed_zero3.yaml), or CUDA_VISIBLE_DEVICES to one GPU" >&2
+    exit 2
+  fi
+fi
 
 # Rounds never read the test set except in Eval: refuse to start when train and test share a question.
 $PYTHON make_data.py check --train "$TRAIN_DATA" --test "$TEST_DATA"
@@ -76,7 +89,7 @@ for r in $(seq 1 "$ROUNDS"); do
   stage "round $r: Train"
   if [ "$INIT_FROM" = base ]; then init=$MODEL; else init=$current; fi
   if done_in "$R/model/manifest.json"; then echo "skip: $R/model is trained"; else
-    $PYTHON sft_math.py --model_name_or_path "$init" --train_data_path "$R/data/train.json" \
+    ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_data_path "$R/data/train.json" \
       --eval_data_path "$R/data/eval.json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
       --output_dir "$R/model" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
   fi

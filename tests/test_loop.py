@@ -3,6 +3,8 @@
 The questions are one-step sums that SmolLM2-135M answers greedily with the plain template, so a round keeps
 at least one trace and every stage (Eval, Think, Prune, Train, Eval, report) really runs. One loop is killed in
 the middle of Think and started again (it must finish with whole files), then run a third time (nothing reruns).
+That loop trains through TRAIN_LAUNCH="torchrun --nproc_per_node 2" (two gloo ranks), as on a multi-GPU node: one
+loop run less than testing the launcher in a loop of its own.
 """
 import json
 import os
@@ -47,6 +49,9 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
     out = tmp_path / "out"
     env = _env(tmp_path, train, test, out)
+    # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
+    env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
+               TRAIN_LAUNCH="torchrun --nproc_per_node 2 --master_port 29535")
     loop = [str(ROOT / "runs" / "loop.sh")]
 
     # 1. Start the loop and kill its whole process group once Think has journaled a batch but not finished.
@@ -80,6 +85,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     kept = json.loads((out / "round1" / "data" / "train.json").read_text())
     assert kept, "the round kept no trace, so Train could not have run"
     assert (out / "round1" / "model" / "model.safetensors").is_file()
+    assert json.loads((out / "round1" / "model" / "manifest.json").read_text())["world_size"] == 2  # two ranks trained
 
     # 3. Run again: every stage is skipped, no file is rewritten.
     stamps = {m: (out / m).stat().st_mtime_ns for m in MARKERS[:-1]}

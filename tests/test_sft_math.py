@@ -1,9 +1,12 @@
 """sft_math.py end to end on the real embedded model and real traces: two optimizer steps (W&B offline), the folder
-it saves sampled by gen_synth.py, a resume from a checkpoint, a real two-process launch, and bad input.
+it saves sampled by gen_synth.py, a resume from a checkpoint, a real two-process launch, and bad input; then a tiny
+random Gemma-2 (built from a config, embedded tokenizer) for what is about the loop around the model: attention
+picked from the config, fractional eval/save, the best checkpoint, warm-up, bf16 weights, W&B under two ranks.
 
 Runtime budget: ~6 min measured on 2 cores shared with other work at load ~7 (training ran at ~8-16 tokens/s;
 the two-step fixture alone ~210 s, the resume ~90-150 s, the two-rank launch ~40-100 s). The traces are the 8
-shortest real ones and the prompts use the short "plain" template to keep the steps cheap.
+shortest real ones and the prompts use the short "plain" template to keep the steps cheap. The tiny Gemma-2 tests
+add ~55 s at load ~5 (~80 s at load ~9): three short runs, the two-rank one stopping before any model loads.
 """
 import glob
 import json
@@ -15,9 +18,10 @@ import pytest
 from tests.conftest import PYTHON, ROOT, TPT_REF
 
 SCRIPT = str(ROOT / "sft_math.py")
-# The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step.
+# The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
+# a checkpoint every step, kept after the run for the resume test.
 COMMON = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "2",
-          "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--save_steps", "1"]
+          "--gradient_accumulation_steps", "2", "--logging_steps", "1", "--save_steps", "1", "--keep_checkpoints"]
 
 
 def _run(args, env=None, cmd=None, timeout=900):
@@ -205,6 +209,127 @@ def test_wandb_without_login_fails_before_loading(tmp_path):
                 env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
                 timeout=120)
     assert proc.returncode == 2 and "no W&B login found" in proc.stderr
+
+
+def test_wandb_without_login_ends_both_ranks_with_one_line(traces, tmp_path):
+    # Only the main process's login counts; it tells the other rank, and both exit with the same line (a rank
+    # failing alone would leave the other waiting in a collective).
+    out = tmp_path / "o"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out)],
+                env={"WANDB_MODE": "online", "WANDB_API_KEY": "", "NETRC": str(tmp_path / "none"), "HOME": str(tmp_path)},
+                cmd=[PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29534", SCRIPT],
+                timeout=300)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 2 and errors[0] == errors[1] and "no W&B login found on the main process" in errors[0]
+    assert not out.exists() and not os.path.exists(str(out) + ".work")
+
+
+TINY = ["--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "1", "--logging_steps", "1", "--report_to", "none"]
+
+
+@pytest.fixture(scope="module")
+def gemma(tmp_path_factory, traces):
+    """A tiny random Gemma-2 trained 4 steps (one trace pair each) with eval loss and a checkpoint at half the run
+    (fractions), the best checkpoint saved, and warm-up over the whole run; nothing names an attention implementation.
+
+    "Best" is inverted here (--greater_is_better): at lr 1e-6 the eval loss falls at every step, so the lowest would
+    be the last checkpoint and the test could not tell the best from the last; the highest is the mid-run one."""
+    from tests.test_train import tiny_gemma2
+
+    folder = tmp_path_factory.mktemp("gemma")
+    base = tiny_gemma2(folder / "base")
+    out = folder / "model"
+    records = sorted(json.loads((TPT_REF / "math2b_2k.json").read_text()), key=lambda r: len(r["solution"]))
+    (folder / "eval.json").write_text(json.dumps(records[8:10]))  # the next 2 shortest: other questions
+    proc = _run(["--model_name_or_path", str(base), "--train_data_path", str(traces), "--output_dir", str(out),
+                 "--eval_data_path", str(folder / "eval.json"), "--load_best_model_at_end", "--greater_is_better", "true",
+                 "--max_steps", "4",
+                 "--eval_steps", "0.5", "--save_steps", "0.5", "--warmup_ratio", "1.0", "--keep_checkpoints"] + TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return {"base": base, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text())}
+
+
+def test_gemma2_trains_with_eager_attention_chosen_by_itself(gemma):
+    assert gemma["manifest"]["attn_implementation"] == "eager" and gemma["manifest"]["global_step"] == 4
+    assert "eager attention" in gemma["proc"].stdout
+    assert json.loads((gemma["out"] / "config.json").read_text())["attn_logit_softcapping"] == 50.0
+
+
+def test_fractional_save_steps_checkpoint_mid_run(gemma):
+    # --save_steps 0.5 of a 4-step run: a checkpoint at step 2, then at the end (the default, 0.25, would be
+    # every step here, and every 8 steps of a 32-step round; a whole-number 100 never fired there).
+    work = str(gemma["out"]) + ".work"
+    assert sorted(n for n in os.listdir(work) if n.startswith("checkpoint-")) == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_load_best_model_at_end_saves_the_best_checkpoint_by_eval_loss(gemma):
+    # As the original kept the best by eval loss: the saved model is the checkpoint whose eval loss is best.
+    from safetensors.torch import load_file
+
+    work = str(gemma["out"]) + ".work"
+    state = json.loads(open(os.path.join(work, "checkpoint-4", "trainer_state.json")).read())
+    evals = {e["step"]: e["eval_loss"] for e in state["log_history"] if "eval_loss" in e}
+    assert sorted(evals) == [2, 4] and evals[2] > evals[4]  # evaluated at half and end; the loss fell
+    assert gemma["manifest"]["best_checkpoint"].endswith("checkpoint-2")
+    saved = load_file(str(gemma["out"] / "model.safetensors"))
+    for step, same in ((2, True), (4, False)):
+        ckpt = load_file(os.path.join(work, f"checkpoint-{step}", "model.safetensors"))
+        assert all((saved[k] == ckpt[k]).all() for k in saved) == same
+
+
+def test_warmup_ratio_one_warms_up_over_the_whole_run(gemma):
+    # The learning rate of each of the 4 steps climbs linearly: every step is a warm-up step, the peak (1e-6) would
+    # come at a fifth. (Passed as warmup_steps=1.0, it was one warm-up step: 0, then 1e-6 decaying.)
+    state = json.loads(open(os.path.join(str(gemma["out"]) + ".work", "checkpoint-4", "trainer_state.json")).read())
+    lrs = [e["learning_rate"] for e in state["log_history"] if "loss" in e]
+    assert lrs == pytest.approx([1e-6 * s / 4 for s in (0, 1, 2, 3)], rel=1e-6)
+    assert gemma["manifest"]["warmup_steps"] == 4
+
+
+def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, traces, tmp_path):
+    from safetensors import safe_open
+
+    out = tmp_path / "bf16"
+    proc = _run(["--model_name_or_path", str(gemma["base"]), "--train_data_path", str(traces), "--output_dir", str(out),
+                 "--max_steps", "1", "--dtype", "bfloat16"] + TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with safe_open(str(out / "model.safetensors"), "pt") as f:
+        assert {str(f.get_slice(k).get_dtype()) for k in f.keys()} == {"BF16"}
+    assert json.loads((out / "manifest.json").read_text())["weight_dtype"] == "bfloat16"
+    # The model folder is complete, so its checkpoints (one, at the end of the run) are gone.
+    assert not os.path.exists(str(out) + ".work")
+
+
+@pytest.mark.parametrize("argv, recipe, expected", [
+    # the seed's flags keep working; everything else keeps the paper's defaults
+    (["--model_name_or_path", "m", "--eval_data_path", "e.json", "--learning_rate", "2e-6", "--output_dir", "o",
+      "--wandb_project", "p", "--run_name", "r", "--num_train_epochs", "2"], None,
+     {"model_name_or_path": "m", "eval_data_path": "e.json", "learning_rate": 2e-6, "output_dir": "o",
+      "wandb_project": "p", "run_name": "r", "num_train_epochs": 2.0, "lr_scheduler_type": "cosine",
+      "warmup_ratio": 0.1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_length": 1600,
+      "dtype": None, "attn_implementation": None, "save_steps": 0.25, "eval_steps": 0.25, "report_to": ["wandb"],
+      "gradient_checkpointing": False, "bf16": False, "lora_target_modules": "all-linear"}),
+    # a recipe sets flags of all three dataclasses (TPT's, SFTConfig's, ModelConfig's)
+    ([], {"template": "plain", "learning_rate": 3e-6, "gradient_checkpointing": True, "dtype": "bfloat16",
+          "attn_implementation": "sdpa", "use_peft": True},
+     {"template": "plain", "learning_rate": 3e-6, "gradient_checkpointing": True, "dtype": "bfloat16",
+      "attn_implementation": "sdpa", "use_peft": True}),
+    # the command line wins over the recipe
+    (["--learning_rate", "5e-6"], {"learning_rate": 3e-6, "seed": 7}, {"learning_rate": 5e-6, "seed": 7}),
+])
+def test_flags_and_recipe(tmp_path, argv, recipe, expected):
+    import yaml
+
+    import sft_math
+
+    if recipe is not None:
+        (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        argv = ["--config", str(tmp_path / "recipe.yaml")] + argv
+    parsed = sft_math.build_parser().parse_args_and_config(["--train_data_path", "t.json"] + argv)
+    for name, value in expected.items():
+        assert [getattr(d, name) for d in parsed if hasattr(d, name)] == [value], name
 
 
 def test_help_lists_defaults():

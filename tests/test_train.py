@@ -1,6 +1,7 @@
 """tpt.train on real traces and the real embedded model, no training step: what TRL builds is what Think samples.
 
 Runtime budget: ~1.5 min measured on 2 busy cores at load ~7 (one SFTTrainer set-up, three forward passes).
+The attention tests build a tiny random Gemma-2 (a few seconds).
 """
 import json
 
@@ -13,32 +14,27 @@ from tpt.prompt import build_prompt, encode_prompt
 NUM = 8  # real traces per test
 
 
-def _args(tmp_path, **over):
-    import sft_math
-
-    argv = ["--train_data_path", "x", "--output_dir", str(tmp_path / "out"), "--report_to", "none"]
-    args = sft_math.build_parser().parse_args(argv)
-    vars(args).update(over)
-    return args
-
-
 def _records(n=NUM, start=0):
     from tpt.io import read_questions
 
     return read_questions(TPT_REF / "math2b_2k.json")[start:start + n]
 
 
-def _trainer(tmp_path, records, template="tpt", model=None, tokenizer=None, batching="grouped"):
+def _trainer(tmp_path, records, template="tpt", model=None, tokenizer=None, padding_free=False):
+    """An SFTTrainer as tpt.train.train builds it (TRL's SFTConfig with TPT's defaults, adapted by configure)."""
     from transformers import AutoTokenizer
     from trl import SFTTrainer
 
     from tpt.models import resolve_model
-    from tpt.train import build_dataset, sft_config
+    from tpt.train import build_dataset, configure
+    from tpt.train_args import TrainConfig
 
     path = resolve_model("smollm2-135m")
+    config = TrainConfig(output_dir=str(tmp_path / "out"), report_to="none", padding_free=padding_free)
+    configure(config, str(tmp_path / "work"), str(tmp_path / "out"), False, {"dtype": "float32", "device_map": None})
     return SFTTrainer(
         model=model or path,
-        args=sft_config(_args(tmp_path, batching=batching), str(tmp_path / "work"), False),
+        args=config,
         train_dataset=build_dataset(records, template),
         processing_class=tokenizer or AutoTokenizer.from_pretrained(path),
     )
@@ -50,7 +46,7 @@ def built(tmp_path_factory):
     from tpt.train import end_of_turn_id, prepare_examples
 
     records = _records()
-    trainer = _trainer(tmp_path_factory.mktemp("train"), records, batching="padding_free")
+    trainer = _trainer(tmp_path_factory.mktemp("train"), records, padding_free=True)
     tok = trainer.processing_class
     eot = end_of_turn_id(tok, trainer.model.generation_config)
     raw = trainer.train_dataset
@@ -242,3 +238,112 @@ def test_read_train_data_accepts_an_empty_eval_file(tmp_path):
 
     train, evals = read_train_data(_write(tmp_path / "t.json", [REC]), _write(tmp_path / "e.json", []))
     assert len(train) == 1 and evals == []
+
+
+def tiny_gemma2(folder):
+    """A tiny random Gemma-2 (soft-capped attention logits, as the published models) with the embedded tokenizer,
+    saved as a model folder. The config names no attention implementation: callers must choose one."""
+    from transformers import AutoTokenizer, Gemma2Config, Gemma2ForCausalLM
+
+    from tpt.models import resolve_model
+
+    tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
+    config = Gemma2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, sliding_window=32, max_position_embeddings=2048,
+        attn_logit_softcapping=50.0, final_logit_softcapping=30.0,
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    model = Gemma2ForCausalLM(config)
+    # Random weights give tiny attention logits, which the cap (50) would never touch: scale the query projections
+    # so that the cap is in play, as it is in the trained models.
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(400.0)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def gemma_folder(tmp_path_factory):
+    return str(tiny_gemma2(tmp_path_factory.mktemp("gemma2")))
+
+
+@pytest.mark.parametrize("model, requested, expected", [
+    # Gemma-2 soft-caps its attention logits: eager, which applies the cap, unless told otherwise
+    ("gemma2", None, "eager"),
+    # the user's choice wins (e.g. flash_attention_2, which caps too, for padding-free training)
+    ("gemma2", "sdpa", "sdpa"),
+    # a model without soft-capping keeps transformers' default
+    ("smollm2-135m", None, None),
+])
+def test_pick_attn_implementation(gemma_folder, model, requested, expected):
+    from transformers import AutoConfig
+
+    from tpt.models import pick_attn_implementation, resolve_model
+
+    config = AutoConfig.from_pretrained(gemma_folder if model == "gemma2" else resolve_model(model))
+    assert pick_attn_implementation(config, requested) == expected
+
+
+def test_sdpa_drops_gemma2_soft_capping(gemma_folder):
+    # Why eager is picked: on the same weights, SDPA's logits differ from eager's (the cap is not applied).
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    ids = torch.arange(5, 45)[None]
+    logits = {}
+    for impl in ("eager", "sdpa"):
+        model = AutoModelForCausalLM.from_pretrained(gemma_folder, attn_implementation=impl, dtype=torch.float32)
+        with torch.no_grad():
+            logits[impl] = model(ids).logits
+    assert (logits["eager"] - logits["sdpa"]).abs().max() > 1e-3  # 2e-2 here; 4e-7 with the cap removed
+
+
+def test_transformers_backend_loads_gemma2_with_eager(gemma_folder):
+    # Think's transformers backend follows the same rule as Train.
+    from transformers import AutoTokenizer
+
+    from tpt.backends import load_backend
+
+    tok = AutoTokenizer.from_pretrained(gemma_folder)
+    assert load_backend("hf", gemma_folder, tok).model.config._attn_implementation == "eager"
+    assert load_backend("hf", gemma_folder, tok, attn_implementation="sdpa").model.config._attn_implementation == "sdpa"
+
+
+@pytest.mark.parametrize("requested, use_peft, bf16, expected", [
+    # full fine-tuning keeps float32 master weights, with or without bf16 autocast: lr 1e-6 must move them
+    (None, False, True, "float32"),
+    (None, False, False, "float32"),
+    # a LoRA base is frozen: it loads in the compute dtype
+    (None, True, True, "bfloat16"),
+    (None, True, False, "float32"),
+    # the user's --dtype wins
+    ("bfloat16", False, False, "bfloat16"),
+])
+def test_weight_dtype(requested, use_peft, bf16, expected):
+    from tpt.train import weight_dtype
+
+    assert weight_dtype(requested, use_peft, bf16) == expected
+
+
+@pytest.mark.parametrize("n_gpu, fails", [
+    # one process, one GPU (or none): fine
+    (0, False),
+    (1, False),
+    # one process seeing 8 GPUs: transformers would wrap DataParallel, which TRL refuses after loading the model
+    (8, True),
+])
+def test_one_process_per_gpu(n_gpu, fails):
+    from tpt.train import check_one_process_per_gpu
+
+    if fails:
+        with pytest.raises(DataError, match="8 GPUs are visible to one process: launch one process per GPU"):
+            check_one_process_per_gpu(n_gpu)
+    else:
+        check_one_process_per_gpu(n_gpu)

@@ -40,6 +40,7 @@ def add_generation_args(parser, temperature):
     parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
     parser.add_argument("--data_parallel_size", type=int, default=1, help="vLLM: model copies on this node")
     parser.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs")
+    parser.add_argument("--attn_implementation", default=None, help="transformers: attention kernel (default: eager where the model soft-caps attention logits, as Gemma-2 does, else sdpa)")
     parser.add_argument("--template", default="tpt",
                         help=f"prompt template: one of {sorted(TEMPLATES)} or a string holding {{question}}")
     parser.add_argument("--limit", type=int, default=0, help="only the first LIMIT questions (0 = all)")
@@ -197,7 +198,8 @@ def sample_questions(args, questions, fingerprint):
                                max_model_len=args.max_model_len, batch_size=args.batch_size,
                                tensor_parallel_size=args.tensor_parallel_size,
                                data_parallel_size=args.data_parallel_size, enforce_eager=args.enforce_eager,
-                               trust_remote_code=args.trust_remote_code, seed=args.seed)
+                               trust_remote_code=args.trust_remote_code, seed=args.seed,
+                               attn_implementation=args.attn_implementation)
         load_seconds = time.time() - t0
     done = len(questions) - sum(len(batch) for _, batch in todo)
     bar = tqdm(total=len(questions), initial=done, unit="q", desc=f"sampling x{n} ({backend_name})")

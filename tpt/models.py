@@ -84,3 +84,16 @@ def resolve_model(name):
             folder, filename = embedded_gguf(name)
             convert_gguf(folder, filename, dest)
     return dest
+
+
+def pick_attn_implementation(config, requested=None):
+    """The attention implementation to load a model with: the user's choice, else 'eager' for a model whose config
+    soft-caps its attention logits (Gemma-2: attn_logit_softcapping), else None (transformers' default, SDPA).
+
+    transformers' SDPA path drops the soft-cap, so such a model would train and sample with attention it was never
+    trained with; eager applies it (the original project trained Gemma-2 with eager for this reason).
+    """
+    if requested:
+        return requested
+    text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return "eager" if getattr(text_config, "attn_logit_softcapping", None) else None

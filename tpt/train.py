@@ -11,8 +11,10 @@ with the model's chat template, masks the prompt and labels the completion. Two 
 Before training, check_examples proves on real examples that the prompt ids equal encode_prompt (what Think feeds
 the model) and that the labels are the completion plus the end-of-turn token; otherwise one clear error.
 
-Nothing here assumes one process: every rank prepares the same data, trainer.save_model gathers sharded weights
-(FSDP, ZeRO-3) on all ranks, and only the main process writes files.
+Nothing here assumes one process: every rank prepares the same data, the W&B login is checked once (main process)
+and the answer shared, trainer.save_model gathers sharded weights (FSDP, ZeRO-3) on all ranks, and only the main
+process writes files. The flags (TRL's dataclasses with TPT's defaults) are in tpt/train_args.py; train() takes
+TRL's SFTConfig and explicit values.
 """
 import hashlib
 import netrc
@@ -27,9 +29,6 @@ from tpt.manifest import write_manifest
 from tpt.models import resolve_model
 from tpt.prompt import build_messages, encode_prompt
 
-# grouped: padded batches of traces of similar length (LengthGroupedSampler), the fastest here (bench_train.py);
-# padding: padded batches in random order; padding_free: a batch is one row of whole traces, no cross-trace attention.
-BATCHING = ("grouped", "padding", "padding_free")
 IGNORE = -100  # the label of a token that carries no loss
 NUM_CHECKED = 16  # examples whose prompt is re-tokenized and compared with encode_prompt before training
 
@@ -172,89 +171,92 @@ def prepare_examples(dataset, tokenizer, records, template, eot_id, max_length, 
     return dataset, dropped
 
 
-def check_wandb_ready():
-    """Fail before any model is loaded when W&B would ask for a login it cannot get."""
+def check_one_process_per_gpu(n_gpu):
+    """Fail before anything loads when one process sees several GPUs: transformers would wrap the model in
+    DataParallel, which TRL's SFTTrainer refuses (and one GPU's memory would bound the model anyway)."""
+    if n_gpu > 1:
+        raise DataError(
+            f"{n_gpu} GPUs are visible to one process: launch one process per GPU, e.g. `accelerate launch "
+            f"--config_file configs/accelerate/fsdp.yaml --num_processes {n_gpu} sft_math.py ...` "
+            "(runs/loop.sh: set TRAIN_LAUNCH), or set CUDA_VISIBLE_DEVICES to one GPU"
+        )
+
+
+def wandb_login_problem():
+    """Why W&B would ask for a login it cannot get (one line), or None when it can log."""
     if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
-        return
+        return None
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
     try:
         if netrc.netrc().authenticators(host):
-            return
+            return None
     except (FileNotFoundError, netrc.NetrcParseError):
         pass
-    raise DataError(
-        "--report_to wandb: no W&B login found (run `wandb login`, set WANDB_API_KEY, or WANDB_MODE=offline); "
-        "or pass --report_to none"
-    )
+    return ("--report_to wandb: no W&B login found on the main process (run `wandb login`, set WANDB_API_KEY, or "
+            "WANDB_MODE=offline); or pass --report_to none")
 
 
-def lora_config(args):
-    from peft import LoraConfig
+def check_wandb_on_main(process_index, num_processes):
+    """Only the main process logs to W&B, so only its login counts; it tells every rank, and all fail alike
+    (a rank that failed alone would leave the others waiting for it until the collective timeout)."""
+    problem = wandb_login_problem() if process_index == 0 else None
+    if num_processes > 1:
+        from accelerate.utils import broadcast_object_list
 
-    targets = args.lora_target_modules
-    return LoraConfig(
-        r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, task_type="CAUSAL_LM",
-        target_modules=targets[0] if targets == ["all-linear"] else targets,
-    )
-
-
-def use_bf16(choice):
-    """bf16 mixed precision: 'auto' turns it on where a GPU supports it (CPU stays float32)."""
-    import torch
-
-    if choice == "auto":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    return choice == "true"
+        problem = broadcast_object_list([problem])[0]
+    if problem:
+        raise DataError(problem)
 
 
-def sft_config(args, work_dir, has_eval):
-    """The SFTConfig for args; checkpoints go to work_dir (beside the output folder, never inside it)."""
-    import torch
-    from trl import SFTConfig
-
-    return SFTConfig(
-        # Without an accelerator, say so: only then does accelerate run torchrun's ranks as MULTI_CPU (gloo)
-        # rather than as independent single-process runs.
-        use_cpu=not torch.accelerator.is_available(),
-        output_dir=work_dir,
-        num_train_epochs=args.num_train_epochs,
-        max_steps=args.max_steps,
-        per_device_train_batch_size=args.per_device_train_batch_size,
-        per_device_eval_batch_size=args.per_device_eval_batch_size,
-        gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate,
-        lr_scheduler_type=args.lr_scheduler_type,
-        warmup_steps=args.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=args.weight_decay,
-        seed=args.seed,
-        bf16=use_bf16(args.bf16),
-        gradient_checkpointing=args.gradient_checkpointing,
-        logging_steps=args.logging_steps,
-        save_strategy="steps",
-        save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit,
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=args.eval_steps,
-        report_to=[] if args.report_to == "none" else [args.report_to],
-        run_name=args.run_name or os.environ.get("WANDB_NAME") or os.path.basename(os.path.abspath(args.output_dir)),
-        # Length is handled in prepare_examples (drop, never truncate); TRL would truncate.
-        max_length=None,
-        padding_free=args.batching == "padding_free",
-        train_sampling_strategy="group_by_length" if args.batching == "grouped" else "random",
-        # Real tokens seen, summed over processes: padding-free batches hold no padding; padded ones are masked.
-        include_num_input_tokens_seen="all" if args.batching == "padding_free" else "non_padding",
-        completion_only_loss=True,
-        model_init_kwargs={"dtype": "float32", "device_map": None},  # float32 master weights; bf16 only as autocast
-        trust_remote_code=args.trust_remote_code,
-    )
+def weight_dtype(requested, use_peft, bf16):
+    """The dtype weights load in: the user's, else float32 master weights for full fine-tuning (lr 1e-6 updates
+    round away in bf16 weights), else the compute dtype for a LoRA base, which is frozen."""
+    if requested:
+        return requested
+    return "bfloat16" if use_peft and bf16 else "float32"
 
 
-def merge_lora(base_path, adapter_dir, dest, trust_remote_code=False):
-    """Write the base model with the LoRA adapter merged in, so the next Think loads a plain model folder."""
+def model_load_kwargs(config, dtype, attn_implementation, revision="main", quantized=False, trust_remote_code=False):
+    """from_pretrained keywords for the trained model (TRL's model_init_kwargs)."""
+    from tpt.models import pick_attn_implementation
+
+    kwargs = {
+        "dtype": dtype,
+        "attn_implementation": pick_attn_implementation(config, attn_implementation),
+        "revision": revision,
+        "trust_remote_code": trust_remote_code,
+    }
+    if not quantized:  # every process holds its own copy or shard, placed by accelerate; TRL places k-bit bases
+        kwargs["device_map"] = None
+    return kwargs
+
+
+def configure(training_args, work_dir, output_dir, has_eval, load_kwargs):
+    """Adapt TRL's SFTConfig as parsed to this run (in place): checkpoints in work_dir, eval only with eval traces,
+    TRL's truncation off (prepare_examples drops long traces instead), the model loaded with load_kwargs (the
+    user's --model_init_kwargs win). Returns --max_length, the length above which traces are left out."""
+    from transformers.trainer_utils import IntervalStrategy
+
+    if training_args.load_best_model_at_end and not has_eval:
+        raise DataError("--load_best_model_at_end needs eval traces (--eval_data_path with at least one record)")
+    max_length = training_args.max_length
+    training_args.max_length = None
+    training_args.output_dir = work_dir
+    if not has_eval:
+        training_args.eval_strategy, training_args.do_eval = IntervalStrategy.NO, False
+    training_args.model_init_kwargs = {**load_kwargs, **(training_args.model_init_kwargs or {})}
+    if training_args.run_name is None:
+        training_args.run_name = os.environ.get("WANDB_NAME") or os.path.basename(os.path.abspath(output_dir))
+    return max_length
+
+
+def merge_lora(base_path, adapter_dir, dest, dtype="float32", trust_remote_code=False):
+    """Write the base model (in the dtype it trained in) with the LoRA adapter merged in, so the next Think loads
+    a plain model folder."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(base_path, dtype="float32", trust_remote_code=trust_remote_code)
+    base = AutoModelForCausalLM.from_pretrained(base_path, dtype=dtype, trust_remote_code=trust_remote_code)
     PeftModel.from_pretrained(base, adapter_dir).merge_and_unload().save_pretrained(dest)
 
 
@@ -274,7 +276,8 @@ def set_stop_token(folder, eot_id):
     gen.save_pretrained(folder)
 
 
-def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, args, trust_remote_code=False):
+def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, run_args, base_dtype="float32",
+                      trust_remote_code=False):
     """Save the trained model as a folder that appears under output_dir only when complete.
 
     Everything is written into a hidden sibling `.NAME.partial`, manifest.json last, then renamed into place.
@@ -293,10 +296,10 @@ def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, a
     trainer.save_model(os.path.join(partial, "adapter") if peft else partial)
     if acc.is_main_process:
         if peft:
-            merge_lora(base_path, os.path.join(partial, "adapter"), partial, trust_remote_code)
+            merge_lora(base_path, os.path.join(partial, "adapter"), partial, base_dtype, trust_remote_code)
         trainer.processing_class.save_pretrained(partial)  # tokenizer and chat template
         set_stop_token(partial, eot_id)
-        write_manifest(partial, args, **manifest_fields)
+        write_manifest(partial, run_args, **manifest_fields)
         old = os.path.join(parent, f".{name}.old")
         if os.path.exists(output_dir):
             shutil.rmtree(old, ignore_errors=True)
@@ -322,48 +325,64 @@ def find_checkpoint(resume, work_dir):
     return resume
 
 
-def train(args):
-    """Validate the data, fine-tune with TRL, save the model folder. Returns the manifest fields."""
+def train(train_data_path, training_args, *, eval_data_path=None, model_name_or_path="smollm2-135m",
+          model_revision="main", template="tpt", dtype=None, attn_implementation=None, peft_config=None,
+          quantization_config=None, keep_checkpoints=False, wandb_project=None, run_args=None):
+    """Validate the data, fine-tune with TRL, save the model folder at training_args.output_dir.
+
+    training_args is TRL's SFTConfig (tpt.train_args.TrainConfig as sft_math.py parses it); it is adapted in place
+    (configure). Returns the manifest fields.
+    """
     started = time.time()
-    train_records, eval_records = read_train_data(args.train_data_path, args.eval_data_path)
-    work_dir = os.path.abspath(args.output_dir) + ".work"
-    checkpoint = find_checkpoint(args.resume_from_checkpoint, work_dir)
-    if args.report_to == "wandb":
-        check_wandb_ready()
-        if args.wandb_project:
-            os.environ["WANDB_PROJECT"] = args.wandb_project
+    output_dir = training_args.output_dir
+    check_one_process_per_gpu(training_args.n_gpu)
+    train_records, eval_records = read_train_data(train_data_path, eval_data_path)
+    work_dir = os.path.abspath(output_dir) + ".work"
+    checkpoint = find_checkpoint(training_args.resume_from_checkpoint, work_dir)
+    if "wandb" in training_args.report_to:
+        check_wandb_on_main(training_args.process_index, training_args.world_size)
+        if wandb_project:
+            os.environ["WANDB_PROJECT"] = wandb_project
         os.environ.setdefault("WANDB_PROJECT", "tpt")
 
-    from transformers import AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
     from trl import SFTTrainer
 
-    model_path = resolve_model(args.model_name_or_path)
-    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=args.trust_remote_code)
+    trust = training_args.trust_remote_code
+    model_path = resolve_model(model_name_or_path)
+    tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_revision, trust_remote_code=trust)
     try:
-        generation_config = GenerationConfig.from_pretrained(model_path)
+        generation_config = GenerationConfig.from_pretrained(model_path, revision=model_revision)
     except OSError:
         generation_config = None
-    eot_id = end_of_turn_id(tokenizer, generation_config, args.template)
+    eot_id = end_of_turn_id(tokenizer, generation_config, template)
+    config = AutoConfig.from_pretrained(model_path, revision=model_revision, trust_remote_code=trust)
+    dtype = weight_dtype(dtype, peft_config is not None, training_args.bf16)
+    load_kwargs = model_load_kwargs(config, dtype, attn_implementation, model_revision, quantization_config is not None, trust)
+    max_length = configure(training_args, work_dir, output_dir, bool(eval_records), load_kwargs)
 
     trainer = SFTTrainer(
         model=model_path,
-        args=sft_config(args, work_dir, bool(eval_records)),
-        train_dataset=build_dataset(train_records, args.template),
-        eval_dataset=build_dataset(eval_records, args.template) if eval_records else None,
+        args=training_args,
+        train_dataset=build_dataset(train_records, template),
+        eval_dataset=build_dataset(eval_records, template) if eval_records else None,
         processing_class=tokenizer,
-        peft_config=lora_config(args) if args.use_peft else None,
+        peft_config=peft_config,
+        quantization_config=quantization_config,
     )
     trainer.train_dataset, dropped = prepare_examples(
-        trainer.train_dataset, tokenizer, train_records, args.template, eot_id, args.max_length, "train"
+        trainer.train_dataset, tokenizer, train_records, template, eot_id, max_length, "train"
     )
     if eval_records:
         trainer.eval_dataset, _ = prepare_examples(
-            trainer.eval_dataset, tokenizer, eval_records, args.template, eot_id, args.max_length, "eval"
+            trainer.eval_dataset, tokenizer, eval_records, template, eot_id, max_length, "eval"
         )
+    attention = trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation
     main = trainer.accelerator.is_main_process
     if main:
-        print(f"train: {len(trainer.train_dataset)} traces ({dropped} longer than --max_length {args.max_length} left out), "
-              f"{len(eval_records)} eval traces, {trainer.accelerator.num_processes} process(es), batching {args.batching}, "
+        print(f"train: {len(trainer.train_dataset)} traces ({dropped} longer than --max_length {max_length} left out), "
+              f"{len(eval_records)} eval traces, {trainer.accelerator.num_processes} process(es), {dtype} weights, "
+              f"bf16 autocast {'on' if training_args.bf16 else 'off'}, {attention} attention, "
               f"end-of-turn {tokenizer.convert_ids_to_tokens(eot_id)!r}")
 
     tokens_before = read_json(os.path.join(checkpoint, "trainer_state.json")).get("num_input_tokens_seen", 0) if checkpoint else 0
@@ -371,27 +390,36 @@ def train(args):
     runtime = result.metrics["train_runtime"]
     tokens = trainer.state.num_input_tokens_seen  # real tokens of all processes, carried over a resume
     fields = {
-        "base_model": {"name": args.model_name_or_path, "path": model_path},
+        "base_model": {"name": model_name_or_path, "path": model_path},
         "data": {
             role: {"path": os.path.abspath(p), "sha256": sha256_file(p), "records": n}
-            for role, p, n in (("train", args.train_data_path, len(train_records)),
-                               ("eval", args.eval_data_path, len(eval_records))) if p
+            for role, p, n in (("train", train_data_path, len(train_records)),
+                               ("eval", eval_data_path, len(eval_records))) if p
         },
         "train_examples": len(trainer.train_dataset),
         "dropped_longer_than_max_length": dropped,
         "end_of_turn_token": tokenizer.convert_ids_to_tokens(eot_id),
+        "weight_dtype": dtype,
+        "bf16_autocast": bool(training_args.bf16),
+        "attn_implementation": attention,
         "world_size": trainer.accelerator.num_processes,
         "global_step": trainer.state.global_step,
+        "warmup_steps": training_args.get_warmup_steps(trainer.state.max_steps),
         "train_loss": result.training_loss,
+        "best_checkpoint": trainer.state.best_model_checkpoint if training_args.load_best_model_at_end else None,
         "train_tokens": int(tokens),
         "tokens_per_second": (tokens - tokens_before) / runtime if runtime else None,  # this launch only
         "train_runtime_seconds": runtime,
         "resumed_from": checkpoint,
-        "checkpoints_dir": work_dir,
+        "checkpoints_dir": work_dir if keep_checkpoints else None,
     }
     fields["wall_seconds"] = time.time() - started  # measured before the save, which the manifest closes
-    save_model_folder(trainer, args.output_dir, model_path, eot_id, fields, args, args.trust_remote_code)
+    save_model_folder(trainer, output_dir, model_path, eot_id, fields, run_args or {}, dtype, trust)
+    if main and not keep_checkpoints:
+        # The model folder is complete: a checkpoint (weights + optimizer state, ~12 bytes a parameter) is dead weight.
+        shutil.rmtree(work_dir, ignore_errors=True)
     if main:
         print(f"train: {fields['global_step']} steps, loss {fields['train_loss']:.4f}, {fields['train_tokens']} tokens, "
-              f"{fields['tokens_per_second']:.1f} tokens/s, {fields['wall_seconds']:.0f} s; model → {args.output_dir}")
+              f"{fields['tokens_per_second']:.1f} tokens/s, {fields['wall_seconds']:.0f} s; model → {output_dir}")
+    trainer.end()  # finish W&B, leave the process group
     return fields

@@ -76,7 +76,7 @@ def end_token_ids(model_path, tokenizer, trust_remote_code=False):
 
 def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
                  tensor_parallel_size=1, data_parallel_size=1, enforce_eager=False, trust_remote_code=False,
-                 seed=0):
+                 seed=0, attn_implementation=None):
     """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
     stop_ids = end_token_ids(model_path, tokenizer, trust_remote_code)
     if name == "vllm":
@@ -89,5 +89,6 @@ def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=Non
         from tpt.backends.hf_backend import HFBackend
 
         return HFBackend(model_path, tokenizer, stop_ids, dtype=dtype, max_model_len=max_model_len,
-                         batch_size=batch_size, trust_remote_code=trust_remote_code)
+                         batch_size=batch_size, trust_remote_code=trust_remote_code,
+                         attn_implementation=attn_implementation)
     raise ValueError(f"unknown backend {name!r}: call select_backend first")

@@ -26,14 +26,18 @@ class HFBackend:
     name = "hf"
 
     def __init__(self, model_path, tokenizer, stop_ids, dtype="auto", max_model_len=None, batch_size=32,
-                 trust_remote_code=False):
+                 trust_remote_code=False, attn_implementation=None):
         import torch
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        from tpt.models import pick_attn_implementation
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.dtype = pick_dtype(dtype, self.device)
+        config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=self.dtype, trust_remote_code=trust_remote_code
+            model_path, config=config, dtype=self.dtype, trust_remote_code=trust_remote_code,
+            attn_implementation=pick_attn_implementation(config, attn_implementation),
         ).to(self.device).eval()
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids)
