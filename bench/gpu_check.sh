@@ -16,7 +16,8 @@
 #   dp_vllm        gen_synth.py --backend vllm --data_parallel_size 2             (only with 2+ GPUs)
 # then summary.json (every step's status, seconds and figures). Exit status 1 if any step failed.
 # Without a CUDA device it writes env.json and summary.json saying so and exits 0 (a dry run); GPU_CHECK_FORCE=1
-# runs the steps anyway (on the CPU: a check of this script's plumbing, not of a GPU).
+# runs the steps anyway (on the CPU: a check of this script's plumbing, not of a GPU; GPU_CHECK_SLOWDOWN=20
+# multiplies every time limit, as a CPU needs).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
@@ -31,7 +32,7 @@ COMMON=(--model_name smollm2-135m --math "$TEST" --limit 8 --max_tokens 128 --ma
 step() {
     local name=$1 limit=$2; shift 2
     local start=$SECONDS rc
-    timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+    timeout $((limit * ${GPU_CHECK_SLOWDOWN:-1})) "$@" >"$OUT/$name.log" 2>&1
     rc=$?
     local status=passed
     [ $rc -eq 0 ] || status=failed

@@ -254,6 +254,10 @@ def test_two_data_parallel_workers_give_what_one_engine_gives(model, gpus):
     with deadline(240), engine(model, tensor_parallel_size=2, data_parallel_size=2) as be:
         two = be.generate(p, 2, 0.8, 1.0, 24, seed=1)
         nothing = be.generate(p[:1], 2, 0.8, 1.0, 24, seed=1)  # a worker with no question
+        os.kill(be.workers[1].process.pid, signal.SIGKILL)  # issue 4: a worker dying later is named too
+        with pytest.raises(Exception, match=r"worker 1 \(CUDA_VISIBLE_DEVICES=2,3\) failed while sampling: "
+                                            "it exited with exit code -9"):
+            be.generate(p, 2, 0.8, 1.0, 24, seed=1)
     assert two == one and nothing == one[:1]
     workers = vllm_double.engines_log()[1:]
     assert sorted(w["cuda_visible_devices"] for w in workers) == ["0,1", "2,3"]
@@ -271,6 +275,18 @@ def test_worker_dying_at_start_is_one_line_naming_it(model, gpus, monkeypatch):
     assert "worker 1 (CUDA_VISIBLE_DEVICES=2,3)" in message and "exit code 7" in message, message
     assert "\n" not in message
     print(f"worker crash reported after {time.time() - started:.1f} s")
+
+
+def test_engine_out_of_memory_at_start_is_one_line(model, gpus):
+    from tpt.io import DataError
+
+    vllm_double.occupy(0, 0.5)  # another job holds half of GPU 0
+    with pytest.raises(DataError) as failure:
+        with engine(model):
+            pass
+    assert str(failure.value).startswith("vLLM engine (CUDA_VISIBLE_DEVICES=0,1,2,3) failed to start: ValueError: "
+                                         "Free memory on device cuda:0 (40.00/80.00 GiB) on startup is less than "
+                                         "desired GPU memory utilization (0.92, 73.60 GiB)")
 
 
 # --- the scripts on the double ---

@@ -101,8 +101,8 @@ def visible_gpus():
 
 
 def _describe(error):
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0] if lines else ''}"
+    """An exception as one line (vLLM's pydantic errors span several), cut at 500 characters."""
+    return f"{type(error).__name__}: {' '.join(str(error).split())}"[:500]
 
 
 def _worker(conn, gpus, options, stop_ids):
@@ -156,7 +156,11 @@ class VLLMBackend:
         if data_parallel_size <= 1:
             from vllm import LLM
 
-            self.llm = LLM(**options)
+            try:
+                self.llm = LLM(**options)
+            except Exception as e:  # vLLM has logged the details above; the run ends with one line
+                raise BackendError(f"vLLM engine (CUDA_VISIBLE_DEVICES={visible_gpus()}) failed to start: "
+                                   f"{_describe(e)}") from e
             return
         groups = gpu_groups(data_parallel_size, tensor_parallel_size, visible_gpus())
         # spawn: a forked CUDA context is unusable. Not daemonic: each engine starts processes of its own.
@@ -177,18 +181,18 @@ class VLLMBackend:
         while waiting:
             ready = multiprocessing.connection.wait(list(waiting), timeout=timeout)
             if not ready:
-                self._kill()
+                self.close(graceful=False)
                 raise BackendError(f"{next(iter(waiting.values()))} {failing}: no answer in {timeout} s")
             for conn in ready:
                 worker = waiting.pop(conn)
                 try:
                     status, payload = conn.recv()
-                except EOFError:
+                except (EOFError, OSError):  # closed, or reset when it died with our message unread
                     worker.process.join(timeout=10)
                     status, payload = "error", (f"it exited with exit code {worker.process.exitcode} without a "
                                                 "word (its log is above)")
                 if status == "error":
-                    self._kill()  # not close(): the others may still be loading or sampling for minutes
+                    self.close(graceful=False)
                     raise BackendError(f"{worker} {failing}: {payload}")
                 replies[worker.rank] = payload
         return [replies[w.rank] for w in workers]
@@ -204,33 +208,29 @@ class VLLMBackend:
         # Dealt round-robin: calls arrive sorted by prompt length, so every engine gets long and short prompts.
         shares = [list(range(r, len(prompt_token_ids), size)) for r in range(size)]
         for worker, share in zip(self.workers, shares):
-            worker.conn.send(([prompt_token_ids[i] for i in share], {**sampling, "seeds": [seeds[i] for i in share]}))
+            try:
+                worker.conn.send(([prompt_token_ids[i] for i in share],
+                                  {**sampling, "seeds": [seeds[i] for i in share]}))
+            except OSError:  # a dead worker: _receive reads its end-of-file and names it
+                pass
         results = [None] * len(prompt_token_ids)
         for share, answers in zip(shares, self._receive(self.workers, "failed while sampling", None)):
             for i, samples in zip(share, answers):
                 results[i] = samples
         return results
 
-    def _kill(self):
-        for worker in self.workers:
-            if worker.process.is_alive():
-                worker.process.terminate()  # SIGTERM: vLLM shuts its engine processes down
-        for worker in self.workers:
-            worker.process.join(timeout=10)
-            if worker.process.is_alive():
-                worker.process.kill()
-                worker.process.join()
-            worker.conn.close()
-        self.workers, self.llm = [], None
-
-    def close(self):
+    def close(self, graceful=True):
+        """Stop the engines: asked to finish, or (after a failure, when others may be busy for minutes) at once."""
         for worker in self.workers:
             try:
-                worker.conn.send(None)
-            except (BrokenPipeError, OSError):
+                if graceful:
+                    worker.conn.send(None)
+                elif worker.process.is_alive():
+                    worker.process.terminate()  # SIGTERM: vLLM shuts its own engine processes down
+            except OSError:  # a worker that is gone already
                 pass
         for worker in self.workers:
-            worker.process.join(timeout=60)
+            worker.process.join(timeout=60 if graceful else 10)
             if worker.process.is_alive():
                 worker.process.kill()
                 worker.process.join()
