@@ -22,7 +22,8 @@ from tpt.prompt import TEMPLATES, build_prompt, clean_response, encode_prompt
 JOURNAL = ".journal.jsonl"
 MANIFEST = "manifest.json"
 # Where outputs go does not change them; the question file is fingerprinted by content instead of by path.
-NOT_FINGERPRINTED = {"output_dir", "math"}
+# A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
+NOT_FINGERPRINTED = {"output_dir", "math", "gpu_memory_utilization"}
 
 
 def add_generation_args(parser, temperature):
@@ -40,7 +41,11 @@ def add_generation_args(parser, temperature):
     parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
     parser.add_argument("--data_parallel_size", type=int, default=1, help="vLLM: model copies on this node")
     parser.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs")
-    parser.add_argument("--attn_implementation", default=None, help="transformers: attention kernel (default: eager where the model soft-caps attention logits, as Gemma-2 does, else sdpa)")
+    parser.add_argument("--attn_implementation", default=None,
+                        help="transformers: attention kernel (default: eager where the model soft-caps attention "
+                        "logits, as Gemma-2 does, else sdpa)")
+    parser.add_argument("--gpu_memory_utilization", type=float, default=0.92,
+                        help="vLLM: share of each GPU's memory its engine takes (vLLM's default)")
     parser.add_argument("--template", default="tpt",
                         help=f"prompt template: one of {sorted(TEMPLATES)} or a string holding {{question}}")
     parser.add_argument("--limit", type=int, default=0, help="only the first LIMIT questions (0 = all)")
@@ -62,6 +67,8 @@ def check_args(args):
     for name in ("num_samples", "max_tokens", "batch_size", "tensor_parallel_size", "data_parallel_size"):
         if getattr(args, name) < 1:
             raise DataError(f"--{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 < args.gpu_memory_utilization <= 1:
+        raise DataError(f"--gpu_memory_utilization must be in (0, 1], got {args.gpu_memory_utilization}")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {args.temperature} and {args.top_p}")
     if args.template not in TEMPLATES and "{question}" not in args.template:
@@ -198,6 +205,7 @@ def sample_questions(args, questions, fingerprint):
                                max_model_len=args.max_model_len, batch_size=args.batch_size,
                                tensor_parallel_size=args.tensor_parallel_size,
                                data_parallel_size=args.data_parallel_size, enforce_eager=args.enforce_eager,
+                               gpu_memory_utilization=args.gpu_memory_utilization,
                                trust_remote_code=args.trust_remote_code, seed=args.seed,
                                attn_implementation=args.attn_implementation)
         load_seconds = time.time() - t0

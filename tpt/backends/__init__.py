@@ -12,7 +12,14 @@ samples, which is what lets an interrupted run redo a batch and get what it woul
 import hashlib
 import importlib.util
 
+from tpt.io import DataError
+
 BACKENDS = ("auto", "vllm", "hf")
+
+
+class BackendError(DataError):
+    """The sampler failed (an engine that cannot start, a request it aborted). Scripts report it like bad input:
+    one line, a non-zero exit, no sample files; the batches already journaled are kept for the resume."""
 
 
 def derive_seed(seed, *keys):
@@ -75,8 +82,8 @@ def end_token_ids(model_path, tokenizer, trust_remote_code=False):
 
 
 def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
-                 tensor_parallel_size=1, data_parallel_size=1, enforce_eager=False, trust_remote_code=False,
-                 seed=0, attn_implementation=None):
+                 tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False,
+                 trust_remote_code=False, seed=0, attn_implementation=None):
     """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
     stop_ids = end_token_ids(model_path, tokenizer, trust_remote_code)
     if name == "vllm":
@@ -84,7 +91,8 @@ def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=Non
 
         return VLLMBackend(model_path, stop_ids, dtype=dtype, max_model_len=max_model_len,
                            tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
-                           enforce_eager=enforce_eager, trust_remote_code=trust_remote_code, seed=seed)
+                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
+                           trust_remote_code=trust_remote_code, seed=seed)
     if name == "hf":
         from tpt.backends.hf_backend import HFBackend
 
