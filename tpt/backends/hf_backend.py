@@ -81,16 +81,15 @@ class HFBackend:
         if not queue:
             return results
         length = max(len(p) + b for p, b in zip(prompt_token_ids, budgets))
-        cache = SlotCache(self.model, self.batch_size, length, self.dtype, self.device)
+        cache = SlotCache(self.batch_size, length, self.dtype, self.device)
         sampler = Sampler(temperature, top_p, self.stop_ids if ignore_eos else [])
         rows = []  # per live row: {seq, tokens, budget, generator}; row i is cache slot i
         prefilled = {}  # prompt index -> [logits of its last token, samples still to start]
 
-        def finish(i):
-            """Record row i's sequence if it is done; True when it is."""
-            row = rows[i]
-            tokens, last = row["tokens"], row["tokens"][-1] if row["tokens"] else None
-            if last is not None and not ignore_eos and last in self.stop_ids:
+        def finished(row):
+            """Record the row's sequence in results when it has ended (end token or budget); True when it has."""
+            tokens = row["tokens"]
+            if tokens and not ignore_eos and tokens[-1] in self.stop_ids:
                 kept, reason = tokens[:-1], "stop"
             elif len(tokens) >= row["budget"]:
                 kept, reason = tokens, "length"
@@ -108,23 +107,18 @@ class HFBackend:
                     p, s = queue.popleft()
                     row = {"seq": (p, s), "tokens": [], "budget": budgets[p],
                            "generator": torch.Generator(self.device).manual_seed(derive_seed(seed, p, s))}
-                    if row["budget"] == 0:
-                        rows.append(row)
-                        finish(len(rows) - 1)
-                        rows.pop()
+                    if finished(row):  # a prompt that leaves no room under max_model_len
                         continue
                     if p not in prefilled:
-                        prefilled[p] = [self._prefill(prompt_token_ids[p], cache), num_samples - s]
+                        prefilled[p] = [self._prefill(prompt_token_ids[p]), num_samples - s]
                     logits, source = prefilled[p][0]
                     prefilled[p][1] -= 1
                     if prefilled[p][1] == 0:
                         del prefilled[p]
-                    slot = len(rows)
-                    cache.load(slot, source)
                     row["tokens"].append(int(sampler.sample(logits, [row["generator"]])[0]))
-                    rows.append(row)
-                    if finish(slot):
-                        rows.pop()
+                    if not finished(row):
+                        cache.load(len(rows), source)
+                        rows.append(row)
                 if not rows:
                     continue
                 last = torch.tensor([r["tokens"][-1] for r in rows], device=self.device)
@@ -133,16 +127,15 @@ class HFBackend:
                     row["tokens"].append(token)
                 # Finished rows leave; the last live row moves into the gap so live rows stay 0..n-1.
                 for i in reversed(range(len(rows))):
-                    if finish(i):
+                    if finished(rows[i]):
                         end = len(rows) - 1
                         if i != end:
                             cache.move(end, i)
                             rows[i] = rows[end]
                         rows.pop()
-                        cache.live = len(rows)
         return results
 
-    def _prefill(self, prompt, cache):
+    def _prefill(self, prompt):
         """(logits of the prompt's last position, the prompt's keys/values): one forward pass over the prompt."""
         import torch
         from transformers import DynamicCache
@@ -192,7 +185,7 @@ class SlotCache(Cache):
     own length. A decode step writes each row's new key/value at that row's length, in place, and hands attention
     the live rows up to the longest of them; the 4D mask hides each row's unused tail."""
 
-    def __init__(self, model, rows, length, dtype, device):
+    def __init__(self, rows, length, dtype, device):
         super().__init__(layers=[])
         self.rows, self.length, self.dtype, self.device = rows, length, dtype, device
         self.keys, self.values = [], []  # allocated on the first load, when the head shapes are known
