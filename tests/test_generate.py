@@ -228,9 +228,9 @@ def test_continuous_batching_greedy_equals_one_sequence_at_a_time(hf32):
 def test_samples_repeat_per_seed_whatever_the_batch(hf32):
     backend, _, prompts = hf32
     first = backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5)  # 8 sequences through 3 rows
-    # the same call again, and with one row or every sequence in one batch: a sample depends on its seed and
-    # place in the call, not on the row or batch it ran in
-    for batch_size in (3, 1, 8):
+    # with one row, or every sequence in one batch: a sample depends on its seed and place in the call, not on
+    # the row or batch it ran in (the same call twice is test_bfloat16_samples_repeat_per_seed)
+    for batch_size in (1, 8):
         backend.batch_size = batch_size
         try:
             assert backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5) == first, batch_size
