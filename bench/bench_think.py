@@ -1,18 +1,23 @@
-"""Think throughput on the embedded model, CPU: batched transformers vs one sequence at a time vs llama.cpp.
+"""Think throughput on the embedded model, CPU: the transformers backend vs one sequence at a time vs others.
 
-    python bench/bench_think.py --questions 8 --num_samples 4 --max_tokens 64 --repeats 3
+    python bench/bench_think.py --questions 1 --num_samples 32 --max_tokens 128 --batch_size 32 \
+        --dtypes float32,bfloat16 --modes hf_batched,hf_single,hf_static --repeats 3
 
 Every mode gets the same GSM8K test questions, the same prompt token ids (tpt.prompt.encode_prompt with the tpt
 template), sampling at temperature 0.8, and exactly max_tokens new tokens per sequence (the end token is
-suppressed) so lengths match. Modes:
-  hf_batched   HFBackend (what gen_synth.py runs) with --batch_size sequences per forward pass
-  hf_single    HFBackend with batch size 1: one sequence at a time (one sample per question: a sequence
-               costs the same whichever sample it is, so the rate compares like with like)
-  hf_generate_batch  transformers' continuous batching (model.generate_batch), same sequences as hf_batched
+suppressed, unless --natural_stops lets sequences end where the model ends them, as in a real run). Modes:
+  hf_batched   HFBackend (what gen_synth.py runs: continuous batching over a preallocated cache) with
+               --batch_size rows, once per dtype in --dtypes
+  hf_single    HFBackend with batch size 1 in float32: one sequence at a time (one sample per question: a
+               sequence costs the same whichever sample it is, so the rate compares like with like)
+  hf_static    transformers' model.generate on static left-padded batches of --batch_size (the backend before
+               continuous batching), once per dtype in --dtypes
+  hf_generate_batch  transformers' continuous batching (model.generate_batch), float32, same sequences
   llamacpp     llama-cpp-python on the same GGUF file the embedded model is converted from, one sequence at a
                time (its KV cache reuses the shared prompt prefix between samples, as llama.cpp does)
-Reports the median tokens/s of --repeats runs per mode, ratios to hf_batched, and the peak resident memory
-of a separate process running hf_batched alone. llama-cpp-python is a bench-only dependency:
+Reports the median tokens/s of --repeats runs per mode (modes interleave within each repeat), ratios to
+hf_single and llamacpp, the CPU's bf16 support as tpt.device sees it, and the peak resident memory of a separate
+process running hf_batched alone in the first dtype. llama-cpp-python is a bench-only dependency:
 pip install -r bench/requirements.txt.
 """
 import argparse
@@ -26,7 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 GSM8K_TEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "gsm8k", "test.jsonl")
-MODES = ("hf_batched", "hf_single", "hf_generate_batch", "llamacpp")
+MODES = ("hf_batched", "hf_single", "hf_static", "hf_generate_batch", "llamacpp")
 
 
 def build_parser():
@@ -36,6 +41,8 @@ def build_parser():
     parser.add_argument("--num_samples", type=int, default=4)
     parser.add_argument("--max_tokens", type=int, default=64)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="hf_batched / hf_static dtypes, comma-separated")
+    parser.add_argument("--natural_stops", action="store_true", help="let sequences end at the end token")
     parser.add_argument("--threads", type=int, default=0, help="torch / llama.cpp threads (0 = their default)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--modes", default=",".join(MODES))
@@ -57,15 +64,37 @@ def load_prompts(args):
     return path, tokenizer, [encode_prompt(tokenizer, q["question"]) for q in questions]
 
 
-def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens):
+def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
     from tpt.backends import load_backend
 
-    backend = load_backend("hf", path, tokenizer, batch_size=batch_size, max_model_len=None)
+    backend = load_backend("hf", path, tokenizer, dtype=dtype, batch_size=batch_size, max_model_len=None)
     backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seed=0)  # warm-up
     t0 = time.time()
-    results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens, seed=1, ignore_eos=True)
+    results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens, seed=1, ignore_eos=ignore_eos)
     seconds = time.time() - t0
     return sum(s["num_tokens"] for r in results for s in r) / seconds
+
+
+def static_rate(path, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
+    """model.generate on static batches of batch_size left-padded sequences (each batch runs to its longest)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
+    rows = [p for p in prompts for _ in range(num_samples)]
+    tokens, t0 = 0, time.time()
+    for start in range(0, len(rows), batch_size):
+        batch = rows[start:start + batch_size]
+        width = max(len(p) for p in batch)
+        ids = torch.tensor([[2] * (width - len(p)) + p for p in batch])
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch])
+        with torch.inference_mode():
+            out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=0.8, top_p=1.0,
+                                 top_k=0, max_new_tokens=max_tokens, eos_token_id=2, pad_token_id=2,
+                                 **({"min_new_tokens": max_tokens} if ignore_eos else {}))
+        for row in out[:, width:].tolist():
+            tokens += row.index(2) + 1 if 2 in row else len(row)
+    return tokens / (time.time() - t0)
 
 
 def generate_batch_rate(path, prompts, num_samples, max_tokens):
@@ -109,50 +138,73 @@ def peak_memory_mib(args):
     """Peak RSS of a fresh process running the batched mode once (the figure a user's machine needs)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--peak_memory_only", "--questions", str(args.questions),
            "--num_samples", str(args.num_samples), "--max_tokens", str(args.max_tokens),
-           "--batch_size", str(args.batch_size), "--threads", str(args.threads), "--math", args.math]
+           "--batch_size", str(args.batch_size), "--threads", str(args.threads), "--math", args.math,
+           "--dtypes", args.dtypes] + (["--natural_stops"] if args.natural_stops else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     args = build_parser().parse_args()
+    load_at_start = os.getloadavg()
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     path, tokenizer, prompts = load_prompts(args)
+    dtypes = [d for d in args.dtypes.split(",") if d]
+    ignore_eos = not args.natural_stops
     if args.peak_memory_only:
-        hf_rate(path, tokenizer, prompts, args.num_samples, args.batch_size, args.max_tokens)
+        hf_rate(path, tokenizer, prompts, args.num_samples, args.batch_size, args.max_tokens, dtypes[0], ignore_eos)
         print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         return
-    runners = {
-        "hf_batched": lambda: hf_rate(path, tokenizer, prompts, args.num_samples, args.batch_size, args.max_tokens),
-        "hf_single": lambda: hf_rate(path, tokenizer, prompts, 1, 1, args.max_tokens),
-        "hf_generate_batch": lambda: generate_batch_rate(path, prompts, args.num_samples, args.max_tokens),
-        "llamacpp": lambda: llamacpp_rate(prompts, args.num_samples, args.max_tokens, args.threads),
-    }
-    modes = [m for m in args.modes.split(",") if m]
-    rates = {m: [] for m in modes}
+    runners = {}
+    for mode in [m for m in args.modes.split(",") if m]:
+        if mode == "hf_batched":
+            for d in dtypes:
+                runners[f"hf_batched {d}"] = lambda d=d: hf_rate(path, tokenizer, prompts, args.num_samples,
+                                                                 args.batch_size, args.max_tokens, d, ignore_eos)
+        elif mode == "hf_static":
+            for d in dtypes:
+                runners[f"hf_static {d}"] = lambda d=d: static_rate(path, prompts, args.num_samples, args.batch_size,
+                                                                    args.max_tokens, d, ignore_eos)
+        elif mode == "hf_single":
+            runners["hf_single float32"] = lambda: hf_rate(path, tokenizer, prompts, 1, 1, args.max_tokens, "float32",
+                                                           ignore_eos)
+        elif mode == "hf_generate_batch":
+            runners[mode] = lambda: generate_batch_rate(path, prompts, args.num_samples, args.max_tokens)
+        elif mode == "llamacpp":
+            runners[mode] = lambda: llamacpp_rate(prompts, args.num_samples, args.max_tokens, args.threads)
+        else:
+            raise SystemExit(f"error: unknown mode {mode!r}; choose from {', '.join(MODES)}")
+    rates = {m: [] for m in runners}
     # Modes interleave within each repeat, so load from other processes hits them alike.
     for r in range(args.repeats):
-        for mode in modes:
+        for mode, runner in runners.items():
             try:
-                rates[mode].append(runners[mode]())
+                rates[mode].append(runner())
             except Exception as e:  # a missing optional dependency or an API change: report, keep going
                 rates[mode].append(None)
                 print(f"{mode}: failed: {type(e).__name__}: {e}", flush=True)
             print(f"repeat {r + 1} {mode}: {rates[mode][-1]}", flush=True)
     medians = {m: statistics.median(v) for m, v in rates.items() if v and all(x is not None for x in v)}
+    from tpt.device import auto_dtype, cpu_has_bf16
+
     result = {
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "peak_memory_only")},
         "cpu_count": os.cpu_count(),
+        "cpu_has_bf16": cpu_has_bf16(),
+        "dtype_auto_on_cpu": auto_dtype("cpu"),
+        "load_average_at_start": load_at_start,
         "load_average_at_end": os.getloadavg(),
         "rates": rates,
         "median_tokens_per_second": medians,
     }
-    if "hf_batched" in medians:
-        result["hf_batched_over"] = {m: medians["hf_batched"] / v for m, v in medians.items() if m != "hf_batched"}
-        result["peak_rss_mib_hf_batched"] = peak_memory_mib(args)
+    for base in ("hf_single float32", "llamacpp"):  # the issue's yardsticks: x one-at-a-time, x llama.cpp
+        if base in medians:
+            result["over_" + base.replace(" ", "_")] = {m: v / medians[base] for m, v in medians.items() if m != base}
+    if any(m.startswith("hf_batched") for m in medians):
+        result[f"peak_rss_mib_hf_batched_{dtypes[0]}"] = peak_memory_mib(args)
     print(json.dumps(result, indent=2))
     if args.json:
         with open(args.json, "w") as f:

@@ -90,8 +90,8 @@ def test_different_arguments_on_a_finished_folder_are_refused(synth_dir, change)
 
 def test_killed_run_resumes_without_redoing_journaled_questions(tmp_path):
     out = tmp_path / "run"
-    # One question per batch (batch_size 2 = 1 question x 2 samples), so the journal grows question by question.
-    args = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--num_samples", "2", "--batch_size", "2",
+    # One question per call (4 x batch_size 1 = 1 question x 4 samples), so the journal grows question by question.
+    args = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--num_samples", "4", "--batch_size", "1",
             "--max_tokens", "8", "--backend", "hf", "--output_dir", str(out)]
     proc = subprocess.Popen(SYNTH + args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".journal.jsonl"
@@ -120,10 +120,10 @@ def test_killed_run_resumes_without_redoing_journaled_questions(tmp_path):
     assert manifest["resumed_questions"] == len(journaled)
     assert manifest["sampled_questions"] == 4 - len(journaled)
     assert not journal.exists()
-    files = [json.loads((out / f"e{j}.json").read_text()) for j in range(2)]
+    files = [json.loads((out / f"e{j}.json").read_text()) for j in range(4)]
     assert all(len(f) == 4 for f in files)
     for index, rec in journaled.items():  # journaled samples are the ones in the final files
-        for j in range(2):
+        for j in range(4):
             assert files[j][index]["num_tokens"] == rec["samples"][j]["num_tokens"]
             assert files[j][index]["finish_reason"] == rec["samples"][j]["finish_reason"]
 
@@ -177,3 +177,117 @@ def test_backend_selection():
             select_backend("vllm")
     with pytest.raises(ValueError, match="unknown backend"):
         select_backend("tgi")
+
+
+# ---------------------------------------------------------------- the transformers backend itself
+# The real embedded model in-process, float32, four short prompts: two GSM8K questions that run to their token
+# budget and two one-digit sums the model answers and ends, so rows finish at different steps and are refilled.
+
+def _prompts(tokenizer):
+    from tpt.io import read_questions
+    from tpt.prompt import encode_prompt
+
+    gsm8k = [encode_prompt(tokenizer, q["question"]) for q in read_questions(GSM8K / "test.jsonl")[:2]]
+    # with the plain template the model answers these in a few tokens and ends its turn
+    short = [encode_prompt(tokenizer, f"What is {a}? Answer with the number only.", "plain") for a in ("7 + 1", "2 + 2")]
+    return [short[0], *gsm8k, short[1]]
+
+
+@pytest.fixture(scope="module")
+def hf32():
+    from tpt.backends import load_backend
+    from tpt.generate import load_tokenizer
+    from tpt.models import resolve_model
+
+    path = resolve_model("smollm2-135m")
+    tokenizer = load_tokenizer(path)
+    backend = load_backend("hf", path, tokenizer, dtype="float32", batch_size=3)
+    return backend, tokenizer, _prompts(tokenizer)
+
+
+def test_continuous_batching_greedy_equals_one_sequence_at_a_time(hf32):
+    import torch
+
+    backend, tokenizer, prompts = hf32
+    out = backend.generate(prompts, 2, 0.0, 1.0, 20, seed=0)  # 8 sequences through 3 rows
+    reasons = set()
+    for prompt, samples in zip(prompts, out):
+        # the reference: transformers' own generate, this prompt alone, greedy
+        ref = backend.model.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=20,
+                                     eos_token_id=backend.stop_ids, pad_token_id=backend.stop_ids[0])[0, len(prompt):]
+        ref = ref.tolist()
+        stop = next((i for i, t in enumerate(ref) if t in backend.stop_ids), None)
+        expected = {"text": tokenizer.decode(ref[:stop], skip_special_tokens=True),
+                    "finish_reason": "stop" if stop is not None else "length",
+                    "num_tokens": stop + 1 if stop is not None else 20}
+        assert samples == [expected, expected]
+        reasons.add(expected["finish_reason"])
+    assert reasons == {"stop", "length"}  # both ways of ending were exercised
+
+
+def test_samples_repeat_per_seed_whatever_the_batch(hf32):
+    backend, _, prompts = hf32
+    first = backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5)  # 8 sequences through 3 rows
+    # with one row, or every sequence in one batch: a sample depends on its seed and place in the call, not on
+    # the row or batch it ran in (the same call twice is test_bfloat16_samples_repeat_per_seed)
+    for batch_size in (1, 8):
+        backend.batch_size = batch_size
+        try:
+            assert backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5) == first, batch_size
+        finally:
+            backend.batch_size = 3
+    assert backend.generate(prompts, 2, 0.8, 0.95, 8, seed=6) != first  # the seed does matter
+
+
+def test_token_budget_and_ignore_eos(hf32):
+    backend, _, prompts = hf32
+    short = prompts[0]  # "What is 7 + 1? ...": the model answers and stops well within 40 tokens
+    stopped = backend.generate([short], 1, 0.0, 1.0, 40, seed=0)[0][0]
+    assert stopped["finish_reason"] == "stop" and stopped["num_tokens"] < 40
+    # ignore_eos: no end token, exactly max_tokens
+    forced = backend.generate([short], 2, 0.8, 1.0, 40, seed=0, ignore_eos=True)[0]
+    assert [(s["finish_reason"], s["num_tokens"]) for s in forced] == [("length", 40)] * 2
+    old = backend.max_model_len
+    try:
+        # max_model_len leaves 3 tokens after the prompt: at most 3 new tokens, cut as 'length'
+        backend.max_model_len = len(prompts[1]) + 3
+        capped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seed=0)[0][0]
+        assert (capped["finish_reason"], capped["num_tokens"]) == ("length", 3)
+        # a prompt that fills max_model_len gets nothing, and its neighbours are unaffected
+        backend.max_model_len = len(prompts[0])
+        empty, other = backend.generate([prompts[1], prompts[0]], 1, 0.0, 1.0, 40, seed=0)
+        assert empty[0] == {"text": "", "finish_reason": "length", "num_tokens": 0}
+        assert other[0]["finish_reason"] in ("stop", "length") and other[0]["num_tokens"] >= 0
+    finally:
+        backend.max_model_len = old
+
+
+def test_dtype_auto_follows_what_the_cpu_reports():
+    import torch
+
+    from tpt.device import auto_dtype, cpu_has_bf16, torch_dtype
+
+    flags = set()
+    if os.path.exists("/proc/cpuinfo"):  # the kernel's own list, independent of torch's probe
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    if flags and ("avx2" in flags or "avx512f" in flags):  # an x86 CPU
+        assert cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    assert auto_dtype("cpu") == ("bfloat16" if cpu_has_bf16() else "float32")
+    assert torch_dtype("auto", "cpu") == getattr(torch, auto_dtype("cpu"))
+    assert torch_dtype("float32", "cpu") == torch.float32  # an explicit choice is kept
+    with pytest.raises(ValueError, match="unknown dtype"):
+        torch_dtype("int8", "cpu")
+
+
+def test_bfloat16_samples_repeat_per_seed(hf32):
+    from tpt.backends import load_backend
+
+    _, tokenizer, prompts = hf32
+    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
+    assert backend.dtype == __import__("torch").bfloat16
+    a = backend.generate(prompts, 2, 0.8, 1.0, 8, seed=3)
+    b = backend.generate(prompts, 2, 0.8, 1.0, 8, seed=3)
+    assert a == b

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import PYTHON, ROOT, TPT_REF
 from tpt.io import read_json, read_questions, write_json
-from tpt.report import build_report, mcnemar_exact, paired_bootstrap
+from tpt.report import build_report, detectable_change, mcnemar_exact, paired_bootstrap
 from tpt.scoring import score_samples_dir
 
 
@@ -85,6 +85,41 @@ def test_paired_bootstrap():
     assert paired_bootstrap([0.0] * 20, 500, seed=0) == (0.0, 0.0, 0.0)  # no change, no width
 
 
+@pytest.mark.parametrize("diffs, expected", [
+    # sd 0.5 over 100 questions: (1.95996 + 0.84162) * 0.5 / 10
+    ([0.5, -0.5] * 50, 2.80158 * math.sqrt(25 / 99) / 10),
+    # four times the questions, half the detectable change
+    ([0.5, -0.5] * 200, 2.80158 * math.sqrt(100 / 399) / 20),
+    # one question: no spread to estimate
+    ([0.3], None),
+    # no question changed: sd 0 says nothing about the noise, so no figure rather than a false 0
+    ([0.0] * 50, None),
+])
+def test_detectable_change(diffs, expected):
+    assert detectable_change(diffs) == (None if expected is None else pytest.approx(expected, rel=1e-4))
+
+
+def test_detectable_change_is_detected_four_times_in_five():
+    # Paired rounds whose true change equals the detectable change: the bootstrap verdict calls it significant
+    # in about 80% of them (the figure's promise), and a true change of 0 in about 5%.
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    questions, samples, trials = 120, 4, 300
+    rates = rng.uniform(0.0, 0.4, size=questions)  # questions differ in difficulty, as real ones do
+    diffs0 = (rng.binomial(samples, rates, (trials, questions)) - rng.binomial(samples, rates, (trials, questions)))
+    mde = float(np.median([detectable_change(list(d / samples)) for d in diffs0[:50]]))
+    hits = {0.0: 0, mde: 0}
+    for shift in hits:
+        for t in range(trials):
+            before = rng.binomial(samples, rates) / samples
+            after = rng.binomial(samples, np.clip(rates + shift, 0, 1)) / samples
+            _, lo, hi = paired_bootstrap(list(after - before), 400, seed=t)
+            hits[shift] += lo > 0 or hi < 0
+    assert 0.70 <= hits[mde] / trials <= 0.90, (mde, hits)
+    assert hits[0.0] / trials <= 0.10, hits
+
+
 def test_report_script_on_reference_rounds(rounds, tmp_path):
     out = tmp_path / "report"
     proc = subprocess.run([PYTHON, str(ROOT / "report.py"), "--rounds", rounds["a"], rounds["b"], "--out", str(out),
@@ -121,6 +156,12 @@ def test_report_script_on_reference_rounds(rounds, tmp_path):
 
     md = (out / "report.md").read_text()
     assert comp["verdict"] in md and f"gained {len(gained)}" in md
+    # beside each difference, the change 500 questions could detect, from the per-question differences
+    d = [(after[q] - before[q]) / 5 for q in before]
+    mde = detectable_change(d)
+    sd = math.sqrt(sum((x - diff) ** 2 for x in d) / (len(d) - 1))
+    assert comp["answer"]["detectable80"] == pytest.approx(mde) == pytest.approx(2.8016 * sd / math.sqrt(500), rel=1e-4)
+    assert f"(detects ±{100 * mde:.1f})" in comp["verdict"]
     assert "| round1 | model | manifest.json | sft_math.py | 61.0 | 12.5 | 0.7500 |" in md  # stage folder read
     assert report["rounds"][1]["train_records"] == 7 and report["rounds"][0]["train_records"] is None
 

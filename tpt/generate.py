@@ -37,7 +37,7 @@ def add_generation_args(parser, temperature):
                         help="auto: vLLM when installed and CUDA is available, else transformers")
     parser.add_argument("--batch_size", type=int, default=32, help="transformers: sequences per forward pass")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="auto: bfloat16 on CUDA, float32 on CPU (vLLM: the model's own)")
+                        help="auto: bfloat16 where the GPU or CPU has bf16 units, else float32 (vLLM: the model's own)")
     parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
     parser.add_argument("--data_parallel_size", type=int, default=1, help="vLLM: model copies on this node")
     parser.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs")

@@ -13,6 +13,9 @@ Paired tests of round r against round r-1, over the test questions both rounds s
     `#### N` line). A change is significant when its interval excludes 0. The verdict rests on these.
   * McNemar, exact and two-sided, on the per-question outcome "solved by at least one sample": gained = unsolved
     before and solved now, lost = the reverse; p = min(1, 2 * P[Binomial(gained + lost, 1/2) <= min(gained, lost)]).
+Beside each difference stands the smallest change this many questions could detect: the paired minimal detectable
+effect at 80% power and two-sided 5% level, (z_0.975 + z_0.80) * sd(d) / sqrt(questions), so "no significant
+change" reads as "no change larger than that".
 """
 import csv
 import glob
@@ -23,6 +26,7 @@ import os
 from tpt.io import DataError, read_json, sample_paths, write_json, write_text
 
 ALPHA_LEVEL = 0.95
+POWER = 0.80
 METRICS = ("answer", "strict", "format")  # per-question rates the paired bootstrap compares
 
 
@@ -159,6 +163,18 @@ def paired_bootstrap(diffs, num_resamples=10000, seed=0, level=ALPHA_LEVEL):
     return float(d.mean()), float(lo), float(hi)
 
 
+def detectable_change(diffs, level=ALPHA_LEVEL, power=POWER):
+    """The smallest mean paired difference a two-sided test at `level` detects with probability `power` on this
+    many questions, taking sd(d) from the differences observed: (z_(1+level)/2 + z_power) * sd / sqrt(n).
+    None when fewer than two questions, or when no question changed at all (sd 0 says nothing about the noise)."""
+    from statistics import NormalDist, stdev
+
+    if len(diffs) < 2 or not any(diffs):
+        return None
+    z = NormalDist().inv_cdf((1 + level) / 2) + NormalDist().inv_cdf(power)
+    return z * stdev(diffs) / math.sqrt(len(diffs))
+
+
 def compare_rounds(prev, cur, num_resamples=10000, seed=0):
     """The paired comparison of round cur against round prev over the questions both scored."""
     common = [q for q in prev["questions"] if q in cur["questions"]]
@@ -169,7 +185,8 @@ def compare_rounds(prev, cur, num_resamples=10000, seed=0):
         diffs = [cur["questions"][q][metric] / cur["questions"][q]["samples"]
                  - prev["questions"][q][metric] / prev["questions"][q]["samples"] for q in common]
         mean, lo, hi = paired_bootstrap(diffs, num_resamples, seed)
-        out[metric] = {"diff": mean, "ci95": [lo, hi], "significant": lo > 0 or hi < 0}
+        out[metric] = {"diff": mean, "ci95": [lo, hi], "significant": lo > 0 or hi < 0,
+                       "detectable80": detectable_change(diffs)}
     solved_before = {q: prev["questions"][q]["answer"] > 0 for q in common}
     solved_now = {q: cur["questions"][q]["answer"] > 0 for q in common}
     out["gained"] = [q for q in common if solved_now[q] and not solved_before[q]]
@@ -197,11 +214,19 @@ def verdict(comp):
 
     def pts(m):
         lo, hi = m["ci95"]
-        return f"{100 * m['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+        return f"{100 * m['diff']:+.1f} pts [{100 * lo:+.1f}, {100 * hi:+.1f}] (detects ±{_mde(m)})"
+
+    if head == "no significant change" and a["detectable80"] is not None:
+        head += f" (none larger than ±{_mde(a)} pts in answer pass@1, at 80% power)"
 
     return (f"{comp['cur']} vs {comp['prev']}: {head}: answer pass@1 {pts(a)}, strict pass@1 {pts(s)}, "
             f"format rate {pts(f)}; McNemar gained {len(comp['gained'])} lost {len(comp['lost'])} "
             f"p={comp['mcnemar_p']:.3g} ({comp['num_questions']} questions)")
+
+
+def _mde(m):
+    """The detectable change in points, or '–' where it cannot be estimated (no question changed)."""
+    return "–" if m["detectable80"] is None else f"{100 * m['detectable80']:.1f}"
 
 
 # ---------------------------------------------------------------- writing
@@ -300,10 +325,11 @@ def render_markdown(rounds, comparisons, figures, ledger_name):
             "gained | lost | McNemar p |", "|---" * 8 + "|"]
     for c in comparisons:
         cells = [f"{100 * c[m]['diff']:+.1f} pts [{100 * c[m]['ci95'][0]:+.1f}, {100 * c[m]['ci95'][1]:+.1f}]"
-                 + (" *" if c[m]["significant"] else "") for m in METRICS]
+                 + (" *" if c[m]["significant"] else "") + f" (detects ±{_mde(c[m])})" for m in METRICS]
         out.append(f"| {c['cur']} vs {c['prev']} | {c['num_questions']} | {' | '.join(cells)} | {len(c['gained'])} | "
                    f"{len(c['lost'])} | {c['mcnemar_p']:.3g} |")
-    out += ["", "`*`: the 95% paired-bootstrap interval excludes 0. Gained / lost: questions no sample solved before and "
+    out += ["", "`*`: the 95% paired-bootstrap interval excludes 0. Detects ±X: the smallest change this many "
+            "questions detects with 80% power (– where no question changed). Gained / lost: questions no sample solved before and "
             "at least one sample solves now / the reverse; McNemar (exact, two-sided) tests gained against lost.", "",
             "## Per-question ledger", "",
             f"`{ledger_name}`: one row per test question, solved samples and samples in each round.", ""]
@@ -319,7 +345,10 @@ def render_markdown(rounds, comparisons, figures, ledger_name):
             "Answer pass@1 scores the final answer however it was written; strict pass@1 only `#### N` lines, as the "
             "prompt asks. A round **learned to answer** when answer pass@1 rises with a 95% paired-bootstrap interval "
             "above 0; it **learned the format** when strict pass@1 or the format rate rises significantly while answer "
-            "pass@1 does not. Otherwise the change is within the noise of this many questions: **no significant change**.",
+            "pass@1 does not. Otherwise the change is within the noise of this many questions: **no significant change**. "
+            "\"detects ±X\" is the smallest true change this many questions would show as significant four times in "
+            "five (paired, 80% power, 5% level, from the spread of the per-question differences): a round that "
+            "changed pass@1 by more than X would most likely not read \"no significant change\".",
             ""]
     return "\n".join(out)
 

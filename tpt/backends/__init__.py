@@ -55,11 +55,12 @@ def select_backend(name="auto"):
 def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
     """Questions handed to one generate call, which is also one journal entry of a resumable run.
 
-    transformers: one forward batch of batch_size sequences. vLLM schedules its own batches, so it gets many
+    transformers: four batches' worth of sequences (4 x batch_size), so rows that finish are refilled from the
+    same call and the batch runs narrow only at a call's end. vLLM schedules its own batches, so it gets many
     questions at once and a journal entry every few thousand sequences.
     """
     if backend == "hf":
-        return max(1, batch_size // num_samples)
+        return max(1, 4 * batch_size // num_samples)
     return max(64, 4096 // num_samples) * max(1, data_parallel_size)
 
 

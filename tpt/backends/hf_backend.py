@@ -1,25 +1,47 @@
-"""The transformers backend: static batches on CPU or CUDA, left-padded, N samples per question.
+"""The transformers backend: our own decode loop with continuous batching over a preallocated KV cache.
 
-Measured on the 2-core CPU (bench/bench_think.py): a plain static batch through `model.generate` beat
-transformers' continuous batching (`generate_batch`), so that is what runs here. Prompts arrive sorted by
-length from tpt.generate, so a batch carries little padding.
+`batch_size` rows decode together. Each row holds one sequence at its own length in a cache allocated once
+(SlotCache): a step writes one key/value per row in place instead of copying the cache, and attends only up to
+the longest live row. A row that finishes is refilled at once from the queue of waiting sequences, so the batch
+never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
+prefilled once and its cache copied to the rows of its samples. Each sequence samples with its own generator,
+seeded from (seed, prompt index, sample index), so a sample does not depend on which row or batch it ran in.
+Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
+from collections import deque
+
+from transformers import Cache
+
 from tpt.backends import derive_seed
+from tpt.device import torch_dtype
 
-DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+SLOT_ATTENTION = "tpt_slot_sdpa"
 
 
-def pick_dtype(dtype, device):
-    """'auto': bfloat16 on a CUDA device that supports it (faster there), float32 elsewhere (CPUs here lack bf16)."""
+def _slot_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+    """transformers' sdpa, except in a decode step (one query per row, a SlotCache mask): the query heads that share
+    a key/value head go in as that head's queries, so keys and values are not repeated per query head (sdpa
+    repeats them whenever a mask is given, a copy of the whole cache every step)."""
     import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    if dtype == "auto":
-        if device == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return getattr(torch, dtype)
+    groups = getattr(module, "num_key_value_groups", 1)
+    if query.shape[2] != 1 or attention_mask is None or groups == 1:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    rows, heads, _, dim = query.shape
+    out = torch.nn.functional.scaled_dot_product_attention(
+        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=scaling)
+    return out.reshape(rows, 1, heads, dim), None
+
+
+def _register_slot_attention():
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(SLOT_ATTENTION, _slot_attention)
+    AttentionMaskInterface.register(SLOT_ATTENTION, sdpa_mask)
 
 
 class HFBackend:
@@ -33,42 +55,19 @@ class HFBackend:
         from tpt.models import pick_attn_implementation
 
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.dtype = pick_dtype(dtype, self.device)
+        self.dtype = torch_dtype(dtype, self.device)
         config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, config=config, dtype=self.dtype, trust_remote_code=trust_remote_code,
             attn_implementation=pick_attn_implementation(config, attn_implementation),
         ).to(self.device).eval()
+        if self.model.config._attn_implementation == "sdpa":
+            _register_slot_attention()
+            self.model.set_attn_implementation(SLOT_ATTENTION)
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids)
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0]
         self.max_model_len = max_model_len
         self.batch_size = max(1, int(batch_size))
-
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed, ignore_eos=False):
-        """Per prompt, num_samples dicts {text, finish_reason, num_tokens}. Forward batches hold batch_size
-        sequences (whole questions where num_samples allows), each seeded from (seed, batch index)."""
-        # Units of (prompt, sample indices): a question's samples stay together unless N > batch_size.
-        units = [(p, list(range(s, min(s + self.batch_size, num_samples))))
-                 for p in range(len(prompt_token_ids)) for s in range(0, num_samples, self.batch_size)]
-        batches, current = [], []
-        for unit in units:
-            if current and sum(len(u[1]) for u in current) + len(unit[1]) > self.batch_size:
-                batches.append(current)
-                current = []
-            current.append(unit)
-        batches.append(current)
-        results = [[None] * num_samples for _ in prompt_token_ids]
-        for b, batch in enumerate(batches):
-            prompts = [prompt_token_ids[p] for p, _ in batch]
-            repeats = [len(samples) for _, samples in batch]
-            out = self._generate_batch(prompts, repeats, temperature, top_p, max_tokens, derive_seed(seed, b),
-                                       ignore_eos)
-            rows = iter(out)
-            for p, samples in batch:
-                for s in samples:
-                    results[p][s] = next(rows)
-        return results
 
     def _token_budget(self, prompt_len, max_tokens):
         """New tokens a prompt may get: max_tokens, and never past max_model_len (vLLM's rule)."""
@@ -76,65 +75,180 @@ class HFBackend:
             return max(0, min(max_tokens, self.max_model_len - prompt_len))
         return max_tokens
 
-    def _prefill(self, prompts, repeats):
-        """Left-padded ids and mask of the expanded rows, and a KV cache of every prompt but its last token,
-        computed once per prompt and then copied to its rows: N samples cost one prefill, not N."""
+    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed, ignore_eos=False):
+        """Per prompt, num_samples dicts {text, finish_reason, num_tokens}."""
+        import torch
+
+        budgets = [self._token_budget(len(p), max_tokens) for p in prompt_token_ids]
+        results = [[None] * num_samples for _ in prompt_token_ids]
+        queue = deque((p, s) for p in range(len(prompt_token_ids)) for s in range(num_samples))
+        if not queue:
+            return results
+        length = max(len(p) + b for p, b in zip(prompt_token_ids, budgets))
+        cache = SlotCache(self.batch_size, length, self.dtype, self.device)
+        sampler = Sampler(temperature, top_p, self.stop_ids if ignore_eos else [])
+        rows = []  # per live row: {seq, tokens, budget, generator}; row i is cache slot i
+        prefilled = {}  # prompt index -> [logits of its last token, samples still to start]
+
+        def finished(row):
+            """Record the row's sequence in results when it has ended (end token or budget); True when it has."""
+            tokens = row["tokens"]
+            if tokens and not ignore_eos and tokens[-1] in self.stop_ids:
+                kept, reason = tokens[:-1], "stop"
+            elif len(tokens) >= row["budget"]:
+                kept, reason = tokens, "length"
+            else:
+                return False
+            p, s = row["seq"]
+            results[p][s] = {"text": self.tokenizer.decode(kept, skip_special_tokens=True),
+                             "finish_reason": reason, "num_tokens": len(tokens)}
+            return True
+
+        with torch.inference_mode():
+            while queue or rows:
+                # Refill free rows from the queue; a sequence may finish on its first token.
+                while queue and len(rows) < self.batch_size:
+                    p, s = queue.popleft()
+                    row = {"seq": (p, s), "tokens": [], "budget": budgets[p],
+                           "generator": torch.Generator(self.device).manual_seed(derive_seed(seed, p, s))}
+                    if finished(row):  # a prompt that leaves no room under max_model_len
+                        continue
+                    if p not in prefilled:
+                        prefilled[p] = [self._prefill(prompt_token_ids[p]), num_samples - s]
+                    logits, source = prefilled[p][0]
+                    prefilled[p][1] -= 1
+                    if prefilled[p][1] == 0:
+                        del prefilled[p]
+                    row["tokens"].append(int(sampler.sample(logits, [row["generator"]])[0]))
+                    if not finished(row):
+                        cache.load(len(rows), source)
+                        rows.append(row)
+                if not rows:
+                    continue
+                last = torch.tensor([r["tokens"][-1] for r in rows], device=self.device)
+                next_tokens = sampler.sample(cache.step(self.model, last), [r["generator"] for r in rows])
+                for row, token in zip(rows, next_tokens.tolist()):
+                    row["tokens"].append(token)
+                # Finished rows leave; the last live row moves into the gap so live rows stay 0..n-1.
+                for i in reversed(range(len(rows))):
+                    if finished(rows[i]):
+                        end = len(rows) - 1
+                        if i != end:
+                            cache.move(end, i)
+                            rows[i] = rows[end]
+                        rows.pop()
+        return results
+
+    def _prefill(self, prompt):
+        """(logits of the prompt's last position, the prompt's keys/values): one forward pass over the prompt."""
         import torch
         from transformers import DynamicCache
 
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for i, p in enumerate(prompts):  # left padding: every prompt's last token sits in the last column
-            input_ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            attention_mask[i, width - len(p):] = 1
-        input_ids, attention_mask = input_ids.to(self.device), attention_mask.to(self.device)
-        cache = DynamicCache(config=self.model.config)
-        if width > 1:
-            mask = attention_mask[:, :-1]
-            position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-            self.model(input_ids=input_ids[:, :-1], attention_mask=mask, position_ids=position_ids,
-                       past_key_values=cache, use_cache=True, logits_to_keep=1)
-        rows = torch.repeat_interleave(torch.arange(len(prompts)), torch.tensor(repeats)).to(self.device)
-        cache.batch_select_indices(rows)
-        return input_ids[rows], attention_mask[rows], cache
-
-    def _generate_batch(self, prompts, repeats, temperature, top_p, max_tokens, seed, ignore_eos):
-        import torch
-
-        prompt_lens = [len(p) for p, r in zip(prompts, repeats) for _ in range(r)]
-        budgets = [self._token_budget(n, max_tokens) for n in prompt_lens]
-        new_tokens = max(budgets)
-        sampling = temperature > 0
-        options = dict(
-            do_sample=sampling,
-            max_new_tokens=max(1, new_tokens),
-            eos_token_id=self.stop_ids,
-            pad_token_id=self.pad_id,
-            # Only what the caller asked for: no top-k or penalties from generation defaults (vLLM adds none).
-            top_k=0 if sampling else None,
-            temperature=temperature if sampling else None,
-            top_p=top_p if sampling else None,
-        )
-        if ignore_eos:
-            options["min_new_tokens"] = new_tokens
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            input_ids, attention_mask, cache = self._prefill(prompts, repeats)
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention_mask, past_key_values=cache,
-                                      **options)
-        generated = out[:, input_ids.shape[1]:].tolist()
-        samples = []
-        for tokens, budget in zip(generated, budgets):
-            end = next((i for i, t in enumerate(tokens) if t in self.stop_ids), None)
-            if end is not None and end < budget and not ignore_eos:
-                kept, finish, count = tokens[:end], "stop", end + 1
-            else:
-                kept = tokens[:budget]
-                finish, count = "length", len(kept)
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            samples.append({"text": text, "finish_reason": finish, "num_tokens": count})
-        return samples
+        prompt_cache = DynamicCache(config=self.model.config)
+        out = self.model(input_ids=torch.tensor([prompt], device=self.device), past_key_values=prompt_cache,
+                         use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]
 
     def close(self):
         self.model = None
+
+
+class Sampler:
+    """Next tokens from logits: greedy at temperature 0, else temperature and nucleus (top_p) sampling, and
+    nothing else (no top-k, no penalties: vLLM adds none). Banned tokens (the stop tokens under ignore_eos) are
+    never picked. Each row draws with its own generator."""
+
+    def __init__(self, temperature, top_p, banned):
+        self.temperature, self.top_p, self.banned = temperature, top_p, list(banned)
+
+    def sample(self, logits, generators):
+        import torch
+
+        logits = logits.float()
+        if self.banned:
+            logits[:, self.banned] = float("-inf")
+        if self.temperature == 0:
+            return logits.argmax(-1)
+        logits = logits / self.temperature
+        if self.top_p < 1.0:
+            ordered, order = logits.sort(-1, descending=True)
+            probs = ordered.softmax(-1)
+            # keep the most likely tokens until their mass reaches top_p (the token that crosses it included)
+            ordered[(probs.cumsum(-1) - probs) >= self.top_p] = float("-inf")
+            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
+        # Inverse-CDF sampling: one uniform per row from the row's generator (multinomial per row, which draws
+        # over the whole vocabulary, took a sixth of a decode step).
+        cdf = logits.softmax(-1).cumsum(-1)
+        uniform = 1.0 - torch.cat([torch.rand(1, generator=g, device=logits.device) for g in generators])  # (0, 1]
+        picks = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).view(-1)
+        return picks.clamp(max=logits.shape[-1] - 1)
+
+
+class SlotCache(Cache):
+    """A KV cache allocated once: per layer [rows, kv heads, length, head dim], one sequence per row, each at its
+    own length. A decode step writes each row's new key/value at that row's length, in place, and hands attention
+    the live rows up to the longest of them; the 4D mask hides each row's unused tail."""
+
+    def __init__(self, rows, length, dtype, device):
+        super().__init__(layers=[])
+        self.rows, self.length, self.dtype, self.device = rows, length, dtype, device
+        self.keys, self.values = [], []  # allocated on the first load, when the head shapes are known
+        self.lengths = [0] * rows  # tokens held per row
+        self.live = 0
+        self.width = 0
+        self.write_at = None
+
+    def load(self, slot, prompt_kv):
+        """Put a prefilled prompt's keys/values into row `slot`."""
+        import torch
+
+        if not self.keys:
+            for k, v in prompt_kv:
+                self.keys.append(torch.zeros((self.rows, k.shape[0], self.length, k.shape[-1]), dtype=self.dtype,
+                                             device=self.device))
+                self.values.append(torch.zeros((self.rows, v.shape[0], self.length, v.shape[-1]),
+                                               dtype=self.dtype, device=self.device))
+        n = prompt_kv[0][0].shape[1]
+        for layer, (k, v) in enumerate(prompt_kv):
+            self.keys[layer][slot, :, :n] = k
+            self.values[layer][slot, :, :n] = v
+        self.lengths[slot] = n
+        self.live = max(self.live, slot + 1)
+
+    def move(self, src, dst):
+        """Row src's sequence into row dst (a finished row's place)."""
+        n = self.lengths[src]
+        for keys, values in zip(self.keys, self.values):
+            keys[dst, :, :n] = keys[src, :, :n]
+            values[dst, :, :n] = values[src, :, :n]
+        self.lengths[dst] = n
+
+    def step(self, model, last_tokens):
+        """Logits after feeding each live row its last token at its own position."""
+        import torch
+
+        live = last_tokens.shape[0]
+        self.live = live
+        positions = torch.tensor(self.lengths[:live], device=self.device)
+        self.write_at = positions
+        self.width = max(self.lengths[:live]) + 1
+        columns = torch.arange(self.width, device=self.device)
+        mask = torch.zeros((live, 1, 1, self.width), dtype=self.dtype, device=self.device)
+        mask.masked_fill_((columns[None, :] > positions[:, None])[:, None, None, :], torch.finfo(self.dtype).min)
+        out = model(input_ids=last_tokens[:, None], position_ids=positions[:, None], attention_mask=mask,
+                    past_key_values=self, use_cache=True)
+        for i in range(live):
+            self.lengths[i] += 1
+        return out.logits[:, -1]
+
+    def update(self, key_states, value_states, layer_idx, *args, **kwargs):
+        import torch
+
+        rows = torch.arange(self.live, device=self.device)
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        keys[rows, :, self.write_at] = key_states[:, :, 0]
+        values[rows, :, self.write_at] = value_states[:, :, 0]
+        return keys[: self.live, :, : self.width], values[: self.live, :, : self.width]
+
+    def get_seq_length(self, layer_idx=0):
+        return self.width

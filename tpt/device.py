@@ -1,0 +1,34 @@
+"""What the machine's processor can do, from what torch reports about it (never from model or machine names)."""
+import platform
+
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+
+def cpu_has_bf16():
+    """True when the CPU multiplies bfloat16 matrices in hardware (x86: AVX-512 BF16 or AMX tiles; Arm: the BF16
+    extension, as oneDNN reports it). Without such units torch emulates bf16 matmuls, slower than float32."""
+    import torch
+
+    if platform.machine().lower() in ("x86_64", "amd64", "i686", "i386"):
+        # oneDNN's own bf16 flag is also true on AVX-512 CPUs that only emulate bf16, so ask for the instructions.
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def auto_dtype(device):
+    """The dtype '--dtype auto' means on `device` ('cpu' or 'cuda'): bfloat16 where its matrix units take it
+    (a CUDA device with bf16, a CPU with bf16 units), float32 elsewhere. Returned as a name, e.g. 'bfloat16'."""
+    import torch
+
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
+
+
+def torch_dtype(dtype, device):
+    """The torch dtype for a --dtype choice on `device`; 'auto' goes through auto_dtype."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return getattr(torch, auto_dtype(device) if dtype == "auto" else dtype)
