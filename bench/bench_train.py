@@ -28,7 +28,8 @@ sys.path.insert(0, ROOT)
 
 # Each batching mode as sft_math.py flags (TRL's own).
 MODES = {
-    "grouped": ["--train_sampling_strategy", "group_by_length"],  # the default
+    "grouped": ["--train_sampling_strategy", "group_by_length"],  # the default (bf16 autocast where the CPU has it)
+    "grouped_float32": ["--train_sampling_strategy", "group_by_length", "--bf16", "false"],
     "padding": ["--train_sampling_strategy", "random"],
     "padding_free": ["--train_sampling_strategy", "random", "--padding_free", "true"],
 }

@@ -48,7 +48,7 @@ class TrainConfig(SFTConfig):
                                "ignored when --warmup_steps is set above 0"})
     bf16: bool | None = field(
         default=None, metadata={"help": "bf16 autocast over the weights (--dtype); default: on where a GPU "
-                                "supports it, off on CPU"})
+                                "supports it or the CPU has bf16 matrix units (tpt.device.cpu_has_bf16), else off"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory"})
     train_sampling_strategy: str = field(
         default="group_by_length", metadata={"help": "group_by_length: padded batches of traces of similar length "
@@ -79,7 +79,11 @@ class TrainConfig(SFTConfig):
         if not torch.accelerator.is_available():
             self.use_cpu = True
         if self.bf16 is None:
-            self.bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+            from tpt.device import auto_dtype
+
+            # The same rule as Think's --dtype auto: autocast to bf16 where the matrix units take it (a GPU that
+            # supports it, a CPU with AVX-512 BF16 or AMX), float32 compute elsewhere. Weights stay float32.
+            self.bf16 = auto_dtype("cuda" if torch.cuda.is_available() else "cpu") == "bfloat16"
         if self.include_num_input_tokens_seen is None:
             # Padding-free rows have no attention mask; "non_padding" would then drop every token equal to the pad
             # id, which is often the end-of-turn token.
