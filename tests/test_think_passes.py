@@ -4,6 +4,7 @@ scored (a trace leaning on the hint is dropped), split with the other passes' an
 Runtime budget: ~1 min on 2 busy cores (three short sampling runs, one SFTTrainer set-up).
 """
 import json
+import os
 import signal
 import subprocess
 import time
@@ -182,3 +183,40 @@ def test_passes_split_together_and_hinted_traces_train_on_the_plain_prompt(hinte
         assert plain_ids != hinted_ids
         assert example["input_ids"][:len(plain_ids)] == plain_ids
         assert "Hint:" not in tok.decode(example["input_ids"][:len(hinted_ids)])
+
+
+def test_report_shows_kept_questions_by_origin_and_pass_at_1_by_difficulty(tmp_path, shared_data):
+    from tests.test_report import make_round
+    from tpt.io import write_json
+    from tpt.report import build_report
+
+    # Two "rounds" of real gemma samples (e0..e1 and e2..e3 per test500 question); round1 has a plain and a
+    # hinted Think pass whose kept traces are real ev.json traces.
+    ref = [TPT_REF / "gemma2b_test500" / f"e{i}.json" for i in range(4)]
+    base, tuned = make_round(tmp_path / "round0" / "eval", ref[:2]), make_round(tmp_path / "round1" / "eval", ref[2:])
+    traces = read_json(TPT_REF / "ev.json")
+    for name, origin, recs, tokens in (("think", "sample", traces[:6] + traces[:2], 900), ("think_hint", "hint", traces[6:9], 300)):
+        write_json(str(tmp_path / "round1" / name / "manifest.json"), {"num_questions": 10, "num_samples": 2,
+                                                                      "generated_tokens": tokens})
+        write_json(str(tmp_path / "round1" / name / "correct_answers.json"), [dict(r, origin=origin) for r in recs])
+    md_path, report = build_report([base, tuned], str(tmp_path / "report"), num_resamples=100)
+    md = open(md_path).read()
+    row = report["rounds"][1]
+    assert row["kept_questions_by_origin"] == {"sample": 6, "hint": 3} and row["kept_questions"] == 9
+    assert row["tokens_per_kept_question"] == 1200 / 9
+    assert "| round1 | think_hint | 10 × 2 | 300 | 3 | hint 3 |" in md and "**9** distinct | 133 tokens" in md
+
+    # Buckets from round0's scored.json, pass@1 per bucket recomputed from each round's scored.json.
+    def rates(eval_dir):
+        counts = {}
+        for r in read_json(os.path.join(eval_dir, "scored.json")):
+            counts.setdefault(r["qnum"], []).append(r["correct"])
+        return {q: sum(c) / len(c) for q, c in counts.items()}
+    before, after = rates(base), rates(tuned)
+    buckets = {"hard": [q for q, p in before.items() if p == 0], "easy": [q for q, p in before.items() if p == 1],
+               "medium": [q for q, p in before.items() if 0 < p < 1]}
+    assert all(buckets.values())
+    for name, qs in buckets.items():
+        assert report["difficulty"][1][name] == {"questions": len(qs), "pass@1": pytest.approx(sum(after[q] for q in qs) / len(qs))}
+        assert report["difficulty"][0][name]["pass@1"] == {"hard": 0, "easy": 1}.get(name, report["difficulty"][0][name]["pass@1"])
+    assert "## Test pass@1 by difficulty" in md and f"hard ({len(buckets['hard'])} questions)" in md
