@@ -3,7 +3,8 @@
     python make_json.py --input runs/r1/samples/correct_answers.json --train_output runs/r1/data/train.json \\
         --eval_output runs/r1/data/eval.json --train_size 2000 --exclude ../shared/data/gsm8k/test.jsonl
 
-Whole questions stay together: train gets at most --train_size traces, eval the other questions (at most
+Several --input files (a round's Think passes: think/, think_resample/, think_hint/) are split as one: a
+question's traces from every pass go to the same side. Whole questions stay together: train gets at most --train_size traces, eval the other questions (at most
 --eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
 whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
 Writes make_json_manifest.json beside --train_output.
@@ -19,7 +20,8 @@ from tpt.split import check_or_drop_held_out, group_by_question, split_by_questi
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--input", required=True, help="kept traces (correct_answers.json; records with idt or id)")
+    p.add_argument("--input", nargs="+", required=True, metavar="FILE",
+                   help="kept traces (correct_answers.json; records with idt or id), one file per Think pass")
     p.add_argument("--train_output", default="data/next/train2k.json", help="where the train JSON goes")
     p.add_argument("--eval_output", default="data/next/evnext.json", help="where the eval JSON goes")
     p.add_argument("--train_size", type=int, default=2000, help="at most this many traces in train")
@@ -38,8 +40,11 @@ def main(argv=None):
     if os.path.abspath(args.train_output) == os.path.abspath(args.eval_output):
         fail("--train_output and --eval_output are the same file")
     try:
-        records = read_questions(args.input, unique_idt=False)
-        records, dropped = check_or_drop_held_out(records, args.exclude, args.drop_excluded, args.input)
+        records, dropped = [], 0
+        for path in args.input:
+            kept, dropped_here = check_or_drop_held_out(read_questions(path, unique_idt=False), args.exclude,
+                                                        args.drop_excluded, path)
+            records, dropped = records + kept, dropped + dropped_here
     except DataError as e:
         fail(str(e))
     if dropped:

@@ -29,6 +29,8 @@ BACKEND=${BACKEND:-auto}                      # auto: vLLM on a CUDA GPU when in
 BATCH_SIZE=${BATCH_SIZE:-32}                  # transformers backend: sequences per forward pass
 LIMIT=${LIMIT:-0}                             # Think on the first LIMIT training questions (0 = all)
 EVAL_LIMIT=${EVAL_LIMIT:-0}                   # Eval on the first EVAL_LIMIT test questions (0 = all)
+RESAMPLE_N=${RESAMPLE_N:-0}                   # beyond the paper: Think again, this many samples each, on questions with no kept trace (0 = off)
+RATIONALIZE=${RATIONALIZE:-0}                 # beyond the paper: 1 = then Think with the answer as a hint on those still unsolved
 INIT_FROM=${INIT_FROM:-last}                  # last: train the previous round's model (the paper); base: STaR / ReST-EM
 SEED=${SEED:-0}
 REPORT_TO=${REPORT_TO:-none}                  # wandb to log training and the report to W&B
@@ -66,23 +68,39 @@ stage "round 0: Eval of the base model $MODEL"
 eval_model "$MODEL" "$OUT/round0/eval"
 evals=("$OUT/round0/eval")
 
+think_pass() {  # think_pass MODEL_PATH OUTPUT_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
+  local model=$1 dir=$2 n=$3 seed=$4; shift 4
+  if done_in "$dir/manifest.json"; then echo "skip: $dir is finished"; else
+    $PYTHON gen_synth.py --model_name "$model" --math "$TRAIN_DATA" --output_dir "$dir" --num_samples "$n" \
+      --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
+      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
+  fi
+  if done_in "$dir/evmath_manifest.json"; then echo "skip: $dir is scored"
+  elif [ ! -f "$dir/e0.json" ]; then echo "skip: $dir sampled nothing (every question has a kept trace)"; else
+    $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
+      --max_per_question "$MAX_PER_QUESTION"
+  fi
+  if [ -f "$dir/correct_answers.json" ]; then kept+=("$dir/correct_answers.json"); fi
+}
+
 current=$MODEL
 for r in $(seq 1 "$ROUNDS"); do
   R=$OUT/round$r
-  stage "round $r: Think with $current"
-  if done_in "$R/think/manifest.json"; then echo "skip: $R/think is finished"; else
-    $PYTHON gen_synth.py --model_name "$current" --math "$TRAIN_DATA" --output_dir "$R/think" --num_samples "$N" \
-      --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$((SEED + r))" --template "$TEMPLATE" $GEN_ARGS
+  kept=()
+  stage "round $r: Think with $current, then Prune"
+  think_pass "$current" "$R/think" "$N" "$((SEED + r))"
+  if [ "$RESAMPLE_N" -gt 0 ]; then
+    stage "round $r: Think again ($RESAMPLE_N samples) on the questions with no kept trace"
+    think_pass "$current" "$R/think_resample" "$RESAMPLE_N" "$((SEED + r + 1000))" --skip_solved "${kept[@]}"
+  fi
+  if [ "$RATIONALIZE" = 1 ]; then
+    stage "round $r: Think with the answer as a hint on the questions still unsolved"
+    think_pass "$current" "$R/think_hint" "$N" "$((SEED + r + 2000))" --hint --skip_solved "${kept[@]}"
   fi
 
-  stage "round $r: Prune"
-  if done_in "$R/think/evmath_manifest.json"; then echo "skip: $R/think is scored"; else
-    $PYTHON evmath.py --samples_dir "$R/think" --answer_path "$TRAIN_DATA" --num_samples "$N" \
-      --max_per_question "$MAX_PER_QUESTION"
-  fi
+  stage "round $r: Prune (split the kept traces of every pass)"
   if done_in "$R/data/make_json_manifest.json"; then echo "skip: $R/data is split"; else
-    $PYTHON make_json.py --input "$R/think/correct_answers.json" --train_output "$R/data/train.json" \
+    $PYTHON make_json.py --input "${kept[@]}" --train_output "$R/data/train.json" \
       --eval_output "$R/data/eval.json" --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
   fi
 

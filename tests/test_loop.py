@@ -51,7 +51,10 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH="torchrun --nproc_per_node 2 --master_port 29535")
+               TRAIN_LAUNCH="torchrun --nproc_per_node 2 --master_port 29535",
+               # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
+               # sequences), so it spends several calls journaling and the kill lands between two of them.
+               N="2", BATCH_SIZE="1")
     loop = [str(ROOT / "runs" / "loop.sh")]
 
     # 1. Start the loop and kill its whole process group once Think has journaled a batch but not finished.
@@ -105,3 +108,60 @@ def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
     assert done.returncode != 0
     assert "error:" in done.stderr and str(train) in done.stderr and str(test) in done.stderr
     assert not out.exists()
+
+
+# Products SmolLM2-135M gets wrong greedily: they stay unsolved through the resampling pass (greedy repeats
+# itself), so the hinted pass has questions to sample.
+PRODUCTS = [(347, 29), (58, 91), (76, 43), (239, 17)]
+
+
+def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
+    products = [{"idt": 50 + i, "question": f"What is {a} * {b}? Reply with just the number.",
+                 "solution": f"{a} * {b} = {a * b}\n#### {a * b}", "solnum": str(a * b)} for i, (a, b) in enumerate(PRODUCTS)]
+    train = _write(tmp_path / "train.json", _questions(SUMS[:4], 0) + products)
+    test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
+    out = tmp_path / "out"
+    env = _env(tmp_path, train, test, out) | {"RESAMPLE_N": "1", "RATIONALIZE": "1"}
+    loop = ["bash", str(ROOT / "runs" / "loop.sh")]
+    R = out / "round1"
+
+    # 1. Kill the loop once the hinted pass has journaled a question but not finished.
+    proc = subprocess.Popen(loop, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    journal = R / "think_hint" / ".journal.jsonl"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            if journal.exists() and len(journal.read_text().splitlines()) >= 2:
+                break
+            assert proc.poll() is None, "the loop ended before the hinted pass journaled anything"
+            time.sleep(0.2)
+        else:
+            pytest.fail("the hinted pass never journaled a batch")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (R / "think_hint" / "manifest.json").exists()
+    stamps = {p: (R / p).stat().st_mtime_ns for p in ("think/manifest.json", "think/correct_answers.json",
+                                                      "think_resample/manifest.json", "think_resample/correct_answers.json")}
+
+    # 2. Started again: the finished passes are skipped untouched, the hinted pass resumes, every stage finishes.
+    done = subprocess.run(loop, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert f"skip: {R / 'think'} is finished" in done.stdout
+    assert f"skip: {R / 'think_resample'} is scored" in done.stdout
+    assert {p: (R / p).stat().st_mtime_ns for p in stamps} == stamps
+    assert json.loads((R / "think_hint" / "manifest.json").read_text())["resumed_questions"] >= 1
+    for marker in MARKERS:
+        assert (out / marker).is_file(), marker
+
+    # Each pass samples only what the passes before it left unsolved, and says so in `origin`.
+    solved = set()
+    for name, origin in (("think", "sample"), ("think_resample", "resample"), ("think_hint", "hint")):
+        samples = json.loads((R / name / "e0.json").read_text())
+        assert samples and {r["origin"] for r in samples} == {origin}
+        assert not {r["qnum"] for r in samples} & solved
+        solved |= {r["idt"] for r in json.loads((R / name / "correct_answers.json").read_text())}
+    assert {r["qnum"] for r in json.loads((R / "think_hint" / "e0.json").read_text())} >= {50, 51, 52, 53} - solved
+    train_set = json.loads((R / "data" / "train.json").read_text())
+    assert {r["idt"] for r in train_set} == solved and {r["origin"] for r in train_set} <= {"sample", "resample", "hint"}

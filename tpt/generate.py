@@ -9,6 +9,10 @@ A run folder fills in this order:
   manifest.json    written last by the script (the completion marker runs/loop.sh checks); the journal goes then.
 A folder holding a finished run with the same arguments is left untouched and no model is loaded; a folder
 holding anything from different arguments is refused with one line saying which.
+
+Think's extra passes (gen_synth.py): `skip_solved` leaves out the questions that already have a kept trace
+(resampling), `hint` puts each question's true answer in its prompt (rationalization). Every Think record says
+which pass made it in `origin`: sample, resample or hint.
 """
 import hashlib
 import json
@@ -22,8 +26,9 @@ from tpt.prompt import TEMPLATES, build_prompt, clean_response, encode_prompt
 JOURNAL = ".journal.jsonl"
 MANIFEST = "manifest.json"
 # Where outputs go does not change them; the question file is fingerprinted by content instead of by path.
-# A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
-NOT_FINGERPRINTED = {"output_dir", "math", "gpu_memory_utilization"}
+# A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization. The kept-trace files of
+# --skip_solved count through the questions they leave, which are fingerprinted.
+NOT_FINGERPRINTED = {"output_dir", "math", "gpu_memory_utilization", "skip_solved"}
 
 
 def add_generation_args(parser, temperature):
@@ -62,6 +67,11 @@ def select_questions(questions, limit):
     return selected
 
 
+def solved_questions(paths):
+    """The idts that have a kept trace in any of these kept-trace files (evmath.py's correct_answers.json)."""
+    return {rec["idt"] for path in paths for rec in read_questions(path, unique_idt=False)}
+
+
 def check_args(args):
     """Bad sampling arguments as one DataError line, before anything is loaded or written."""
     for name in ("num_samples", "max_tokens", "batch_size", "tensor_parallel_size", "data_parallel_size"):
@@ -75,14 +85,16 @@ def check_args(args):
         raise DataError(f"--template {args.template!r} is neither one of {sorted(TEMPLATES)} nor holds {{question}}")
 
 
-def run_fingerprint(args, questions):
-    """What must match for two runs to share a folder: every argument but the output folder, and the questions.
+def run_fingerprint(args, questions, hint=False):
+    """What must match for two runs to share a folder: every argument but the output folder, and the questions
+    (with their answers when they are hints).
 
     The arguments are checked first (check_args), so a bad one fails before any folder is looked at.
     """
     check_args(args)
     record = {k: v for k, v in sorted(vars(args).items()) if k not in NOT_FINGERPRINTED}
-    text = json.dumps([[q["idt"], q["question"]] for q in questions], ensure_ascii=False)
+    text = json.dumps([[q["idt"], q["question"]] + ([q["solnum"]] if hint else []) for q in questions],
+                      ensure_ascii=False)
     record["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     return record
 
@@ -152,9 +164,10 @@ def load_tokenizer(model_path, trust_remote_code=False):
     return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
-def encode_questions(tokenizer, questions, template, max_model_len, source):
-    """Prompt token ids per question; a prompt that leaves no room for a reply is a DataError naming it."""
-    prompts = [encode_prompt(tokenizer, q["question"], template) for q in questions]
+def encode_questions(tokenizer, questions, template, max_model_len, source, hint=False):
+    """Prompt token ids per question (with its answer as a hint when `hint`); a prompt that leaves no room for
+    a reply is a DataError naming it."""
+    prompts = [encode_prompt(tokenizer, q["question"], template, q["solnum"] if hint else None) for q in questions]
     for i, ids in enumerate(prompts):
         if max_model_len and len(ids) >= max_model_len:
             raise DataError(f"{source}: record {i} (idt {questions[i]['idt']!r}): the prompt is {len(ids)} tokens, "
@@ -162,7 +175,7 @@ def encode_questions(tokenizer, questions, template, max_model_len, source):
     return prompts
 
 
-def sample_questions(args, questions, fingerprint):
+def sample_questions(args, questions, fingerprint, hint=False, origin=None):
     """Sample args.num_samples solutions per question into args.output_dir (journal, then e-files).
 
     Returns the run's figures for the manifest. Scripts call finished_run first and write_run_manifest after.
@@ -181,8 +194,9 @@ def sample_questions(args, questions, fingerprint):
     model_path = resolve_model(args.model_name)
     tokenizer = load_tokenizer(model_path, args.trust_remote_code)
     print(f"prompt for the first question (template {args.template!r}):\n"
-          f"{build_prompt(tokenizer, questions[0]['question'], args.template)}\n", flush=True)
-    prompts = encode_questions(tokenizer, questions, args.template, args.max_model_len, args.math)
+          f"{build_prompt(tokenizer, questions[0]['question'], args.template, questions[0]['solnum'] if hint else None)}\n",
+          flush=True)
+    prompts = encode_questions(tokenizer, questions, args.template, args.max_model_len, args.math, hint)
 
     os.makedirs(args.output_dir, exist_ok=True)
     journal_path = os.path.join(args.output_dir, JOURNAL)
@@ -228,7 +242,7 @@ def sample_questions(args, questions, fingerprint):
     if backend is not None:
         backend.close()
 
-    write_sample_files(args.output_dir, questions, journal, n)
+    write_sample_files(args.output_dir, questions, journal, n, origin)
     all_samples = [s for i in range(len(questions)) for s in journal[i]["samples"]]
     total_tokens = sum(s["num_tokens"] for s in all_samples)
     total_seconds = sum(journal[i]["seconds"] for i in range(len(questions)))
@@ -250,8 +264,9 @@ def sample_questions(args, questions, fingerprint):
     }
 
 
-def write_sample_files(output_dir, questions, journal, num_samples):
-    """e{j}.json for every sample index j: one record per question, in the question file's order."""
+def write_sample_files(output_dir, questions, journal, num_samples, origin=None):
+    """e{j}.json for every sample index j: one record per question, in the question file's order.
+    Think's records carry `origin` (which pass made them); Eval's have none."""
     for j, path in enumerate(sample_paths(output_dir, num_samples)):
         records = []
         for i, q in enumerate(questions):
@@ -262,7 +277,7 @@ def write_sample_files(output_dir, questions, journal, num_samples):
                 "solution": clean_response(sample["text"]),
                 "finish_reason": sample["finish_reason"],
                 "num_tokens": sample["num_tokens"],
-            })
+            } | ({"origin": origin} if origin else {}))
         write_json(path, records)
 
 
@@ -275,19 +290,30 @@ def write_run_manifest(output_dir, args, fingerprint, stats, **fields):
     return path
 
 
-def run_sampling(args, score=None):
+def run_sampling(args, score=None, skip_solved=(), hint=False, origin=None):
     """The whole of Think (and Eval, with `score`): (manifest fields, finished_before).
 
     A folder holding the same finished run is left as it is and its manifest returned; otherwise the questions
     are sampled (resuming the journal), `score(questions)` runs on the written e-files when given (its result
     goes into the manifest as `scores`), and manifest.json is written last. Raises DataError on bad input.
+    skip_solved: kept-trace files whose questions are not sampled; when they leave none, the manifest says so
+    and no e-file is written. hint: each prompt carries its question's answer. origin: written in every record.
     """
     questions = select_questions(read_questions(args.math), args.limit)
-    fingerprint = run_fingerprint(args, questions)
+    solved = solved_questions(skip_solved)
+    skipped = sum(q["idt"] in solved for q in questions)
+    questions = [q for q in questions if q["idt"] not in solved]
+    fingerprint = run_fingerprint(args, questions, hint)
     manifest = finished_run(args.output_dir, fingerprint)
     if manifest is not None:
         return manifest, True
-    stats = sample_questions(args, questions, fingerprint)
+    if not questions:
+        stats = {"num_questions": 0, "num_samples": args.num_samples, "generated_tokens": 0,
+                 "tokens_per_second": None, "truncated": 0, "backend": "-", "skipped_questions": skipped}
+        write_run_manifest(args.output_dir, args, fingerprint, stats)
+        return stats, False
+    stats = sample_questions(args, questions, fingerprint, hint, origin)
+    stats["skipped_questions"] = skipped
     if score is not None:
         stats["scores"] = score(questions)
     write_run_manifest(args.output_dir, args, fingerprint, stats)

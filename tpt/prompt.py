@@ -40,30 +40,55 @@ PLAIN_TEMPLATE = (
 
 TEMPLATES = {"tpt": TPT_TEMPLATE, "plain": PLAIN_TEMPLATE}
 
+# Rationalization (STaR): Think's hinted pass puts the true answer right after the question. Only Think passes
+# `hint`; Train builds every prompt from the question alone, so the model learns to reach the answer unaided.
+HINT_TEXT = ("Hint: the correct final answer is {answer}. Work it out step by step as if you had not been told, "
+             "and do not mention this hint.")
 
-def build_user_message(question, template="tpt"):
-    """The user turn for one question. `template` is a name in TEMPLATES or a string holding {question}."""
+
+def build_user_message(question, template="tpt", hint=None):
+    """The user turn for one question. `template` is a name in TEMPLATES or a string holding {question};
+    `hint` (Think's rationalization pass only) is the true answer, stated after the question."""
     text = TEMPLATES.get(template, template)
     if "{question}" not in text:
         raise ValueError(f"prompt template {template!r} is neither a known name {sorted(TEMPLATES)} nor holds {{question}}")
-    return text.replace("{question}", question.strip())
+    question = question.strip()
+    if hint is not None:
+        question += "\n\n" + HINT_TEXT.format(answer=hint)
+    return text.replace("{question}", question)
 
 
-def build_messages(question, template="tpt"):
+def build_messages(question, template="tpt", hint=None):
     """The conversation sent to the model: one user message."""
-    return [{"role": "user", "content": build_user_message(question, template)}]
+    return [{"role": "user", "content": build_user_message(question, template, hint)}]
 
 
-def build_prompt(tokenizer, question, template="tpt"):
+def build_prompt(tokenizer, question, template="tpt", hint=None):
     """The full prompt string: the tokenizer's chat template with the generation prompt opened."""
     return tokenizer.apply_chat_template(
-        build_messages(question, template), tokenize=False, add_generation_prompt=True
+        build_messages(question, template, hint), tokenize=False, add_generation_prompt=True
     )
 
 
-def encode_prompt(tokenizer, question, template="tpt"):
+def encode_prompt(tokenizer, question, template="tpt", hint=None):
     """Token ids of build_prompt. The chat template already holds any BOS, so none is added twice."""
-    return tokenizer(build_prompt(tokenizer, question, template), add_special_tokens=False)["input_ids"]
+    return tokenizer(build_prompt(tokenizer, question, template, hint), add_special_tokens=False)["input_ids"]
+
+
+# A hinted trace that says it was told the answer teaches the model to cite a hint Train never shows it.
+_LEANS_ON_HINT_RE = re.compile(
+    r"\bhint(?:s|ed)?\b"
+    r"|\b(?:given|provided|stated|expected|supplied|known) (?:final )?answer\b"
+    r"|\banswer (?:is|was) (?:already )?(?:given|provided|stated|supplied)\b"
+    r"|\b(?:we|you|i) (?:are|were|was|am|have been) (?:told|given)\b[^.\n]{0,40}\banswer\b"
+    r"|\bas (?:told|given|stated)\b[^.\n]{0,20}\banswer\b"
+    r"|\b(?:the )?(?:problem|question) (?:says|states|tells us) (?:that )?the (?:final |correct )?answer\b",
+    re.IGNORECASE)
+
+
+def leans_on_hint(text):
+    """True when a trace refers to the hint or to being given the answer (rationalization keeps none of these)."""
+    return _LEANS_ON_HINT_RE.search(text) is not None
 
 
 _PLACEHOLDER_HASH_RE = re.compile(r"#### \[Answer\]")

@@ -6,6 +6,12 @@ and wall time and Prune's kept traces. Anything missing there shows as "–"; th
 pass_at_k_results.json are required. The scorer's figures are read, never recomputed here; the ledger and the
 paired tests are computed from scored.json.
 
+Think passes (think/, and with runs/loop.sh RESAMPLE_N / RATIONALIZE think_resample/ and think_hint/): per round,
+the distinct training questions kept by origin (sample, resample, hint) and the Think tokens spent per kept
+question. Difficulty: the test questions are bucketed by the first round's (the base model's) per-question pass
+rate (hard: no sample right, easy: every sample right, medium: between) and every round's pass@1 is shown per
+bucket, so a round that only helped the easy questions shows it.
+
 Paired tests of round r against round r-1, over the test questions both rounds scored:
   * paired bootstrap: per question, d = (its pass@1 in r) - (its pass@1 in r-1), pass@1 = correct samples /
     samples; questions are resampled with replacement (seeded) and the mean of d recomputed; the 95% interval
@@ -31,6 +37,9 @@ METRICS = ("answer", "strict", "format")  # per-question rates the paired bootst
 
 
 # ---------------------------------------------------------------- reading
+
+THINK_PASSES = {"think": "sample", "think_resample": "resample", "think_hint": "hint"}  # folder: origin
+
 
 def _stage_folders(eval_dir):
     """{stage: folder} of the round that eval_dir belongs to (loop layout: think/, data/, model/ beside eval/)."""
@@ -97,6 +106,60 @@ def _mean_chars(eval_dir, num_samples):
     return sum(lengths) / len(lengths) if lengths else None
 
 
+def read_think_passes(round_dir):
+    """Per Think pass found in round_dir: its folder, questions, samples, tokens, traces and questions kept by
+    origin (records without one take their pass's), and correct hinted traces dropped as leaning on the hint."""
+    passes = []
+    for name, origin in THINK_PASSES.items():
+        manifest_path = os.path.join(round_dir, name, "manifest.json")
+        if not os.path.isfile(manifest_path):
+            continue
+        m = read_json(manifest_path)
+        kept_path = os.path.join(round_dir, name, "correct_answers.json")
+        kept = read_json(kept_path) if os.path.isfile(kept_path) else []
+        summary_path = os.path.join(round_dir, name, "pass_at_k_results.json")
+        summary = read_json(summary_path) if os.path.isfile(summary_path) else {}
+        by_origin = {}
+        for rec in kept:
+            by_origin.setdefault(rec.get("origin", origin), set()).add(rec.get("idt", rec.get("id")))
+        passes.append({"pass": name, "questions": m.get("num_questions"), "samples": m.get("num_samples"),
+                       "tokens": m.get("generated_tokens") or 0, "kept_traces": len(kept),
+                       "kept_questions": {o: sorted(q, key=str) for o, q in by_origin.items()},
+                       "hint_leaks": summary.get("num_hint_leaks")})
+    return passes
+
+
+def think_totals(passes):
+    """A round's distinct kept questions by origin, in all, and Think tokens per kept question."""
+    by_origin, every = {}, set()
+    for p in passes:
+        for origin, qs in p["kept_questions"].items():
+            by_origin[origin] = by_origin.get(origin, 0) + len(qs)
+            every |= set(qs)
+    tokens = sum(p["tokens"] for p in passes)
+    return {"kept_questions_by_origin": by_origin, "kept_questions": len(every), "think_tokens": tokens,
+            "tokens_per_kept_question": tokens / len(every) if every else None}
+
+
+DIFFICULTY = ("hard", "medium", "easy")
+
+
+def difficulty_rows(rounds):
+    """Per round, pass@1 over the test questions of each bucket of the first round's per-question pass rate."""
+    base = rounds[0]["questions"]
+    bucket = {q: "hard" if c["answer"] == 0 else "easy" if c["answer"] == c["samples"] else "medium"
+              for q, c in base.items()}
+    rows = []
+    for r in rounds:
+        row = {"round": r["label"]}
+        for b in DIFFICULTY:
+            qs = [q for q, name in bucket.items() if name == b and q in r["questions"]]
+            rates = [r["questions"][q]["answer"] / r["questions"][q]["samples"] for q in qs]
+            row[b] = {"questions": len(qs), "pass@1": sum(rates) / len(rates) if rates else None}
+        rows.append(row)
+    return rows
+
+
 def load_round(eval_dir, label):
     """Everything the report uses about one round, read from its Eval folder and the stage folders beside it."""
     if not os.path.isdir(eval_dir):
@@ -124,6 +187,7 @@ def load_round(eval_dir, label):
         "train_records": _count(os.path.join(folders["data"], "train.json")),
         "eval_records": _count(os.path.join(folders["data"], "eval.json")),
         "mean_chars": _mean_chars(eval_dir, summary.get("num_samples")),
+        "think_passes": read_think_passes(os.path.dirname(folders["eval"])),
     }
 
 
@@ -280,7 +344,7 @@ def round_row(r):
         "truncation_rate": s.get("truncation_rate"), "mean_num_tokens": s.get("mean_num_tokens"),
         "mean_chars": r["mean_chars"], "kept_traces": r["kept_traces"], "think_pass@1": r["think_pass@1"],
         "train_records": r["train_records"], "eval_records": r["eval_records"],
-    }
+    } | think_totals(r["think_passes"])
 
 
 def format_round(row):
@@ -288,6 +352,34 @@ def format_round(row):
     return (f"{row['round']}: answer pass@1 {_pct_ci(row['pass@1'], row['pass@1_ci95'])} | strict pass@1 "
             f"{_pct_ci(row['strict_pass@1'], row['strict_pass@1_ci95'])} | format {_pct(row['format_rate'])} | "
             f"pass@N {_pct(row['pass@N'])} | {row['eval_dir']}")
+
+
+def render_think_passes(rounds):
+    """The report's Think-passes section (rounds without a think/ folder, like the base model, are left out)."""
+    out = ["## Think passes (training questions kept)", "",
+           "| round | pass | questions × samples | tokens | kept traces | questions kept (by origin) | "
+           "hinted traces dropped (lean on the hint) |", "|---" * 7 + "|"]
+    for r in rounds:
+        for p in r["think_passes"]:
+            kept = ", ".join(f"{o} {len(qs)}" for o, qs in p["kept_questions"].items()) or "0"
+            out.append(f"| {r['label']} | {p['pass']} | {p['questions']} × {p['samples']} | {p['tokens']} | "
+                       f"{p['kept_traces']} | {kept} | {_num(p['hint_leaks'], '{}')} |")
+        if r["think_passes"]:
+            t = think_totals(r["think_passes"])
+            out.append(f"| {r['label']} | **all** | | {t['think_tokens']} | | **{t['kept_questions']}** distinct | "
+                       f"{_num(t['tokens_per_kept_question'], '{:.0f}')} tokens per kept question |")
+    return out + [""]
+
+
+def render_difficulty(rows):
+    """The report's pass@1-by-difficulty section."""
+    first = rows[0]
+    out = ["## Test pass@1 by difficulty", "",
+           "| round | " + " | ".join(f"{b} ({first[b]['questions']} questions)" for b in DIFFICULTY) + " |",
+           "|---" * (len(DIFFICULTY) + 1) + "|"]
+    out += [f"| {row['round']} | " + " | ".join(_pct(row[b]["pass@1"]) for b in DIFFICULTY) + " |" for row in rows]
+    return out + ["", f"Buckets: {first['round']}'s per-question answer pass rate (hard: no sample right, "
+                      "easy: every sample right, medium: between).", ""]
 
 
 def render_markdown(rounds, comparisons, figures, ledger_name):
@@ -320,7 +412,8 @@ def render_markdown(rounds, comparisons, figures, ledger_name):
                        f"{_num(st['tokens_per_second'])} | {_num(st['wall_seconds'])} | {_num(st['train_loss'], '{:.4f}')} |")
     if not any(r["stages"] for r in rounds):
         out.append("| – | no stage manifests found beside these eval folders | | | | | |")
-    out += ["", "## Paired tests (each round against the one before)", "",
+    out += [""] + render_think_passes(rounds) + render_difficulty(difficulty_rows(rounds))
+    out += ["## Paired tests (each round against the one before)", "",
             "| rounds | questions | Δ answer pass@1 [95% CI] | Δ strict pass@1 [95% CI] | Δ format rate [95% CI] | "
             "gained | lost | McNemar p |", "|---" * 8 + "|"]
     for c in comparisons:
@@ -436,6 +529,7 @@ def build_report(eval_dirs, out_dir, labels=None, num_resamples=10000, seed=0):
     rows = ledger_rows(rounds)
     write_text(os.path.join(out_dir, "ledger.csv"), ledger_csv(rows))
     report = {"rounds": [round_row(r) | {"eval_dir": r["eval_dir"], "stages": r["stages"]} for r in rounds],
+              "think_passes": {r["label"]: r["think_passes"] for r in rounds}, "difficulty": difficulty_rows(rounds),
               "comparisons": comparisons, "bootstrap": {"resamples": num_resamples, "seed": seed, "level": ALPHA_LEVEL},
               "figures": figures, "ledger": os.path.join(out_dir, "ledger.csv")}
     write_json(os.path.join(out_dir, "report.json"), report)

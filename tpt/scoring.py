@@ -6,7 +6,9 @@ A samples folder holds e0.json ... e{N-1}.json (one record per question each). S
                           num_tokens when the sample records them)
   pass_at_k_results.json  the summary (pass@k for every k <= N, maj@k, strict figures, rates, counts)
   pass_at_k_results.csv   the original's rows `Metric,Score`, so its users' scripts keep working
-  correct_answers.json    the kept traces as questions {idt, question, solution, solnum}
+  correct_answers.json    the kept traces as questions {idt, question, solution, solnum} (+ origin: the Think
+                          pass that made it, when the samples say; a hinted trace that leans on its hint in words
+                          is never kept, see tpt.prompt.leans_on_hint)
 Every file is read and validated before anything is written, and every write is atomic.
 """
 import csv
@@ -18,6 +20,7 @@ from operator import itemgetter
 from tpt.extract import extract_pair, number_text
 from tpt.io import DataError, check_samples, normalize_text, read_samples, sample_paths, write_json, write_text
 from tpt.metrics import maj_at_k, mean_pass_at_k, pass1_ci95
+from tpt.prompt import leans_on_hint
 
 SCORED_FILE = "scored.json"
 SUMMARY_FILE = "pass_at_k_results.json"
@@ -112,25 +115,32 @@ def select_kept(scored, questions, samples_by_qnum, max_per_question=1, strict_o
 
     Per question, in sample order: drop wrong and no-answer traces, traces cut by the token limit
     (finish_reason == "length") unless keep_truncated, non-strict traces if strict_only, and exact duplicates
-    (after whitespace and case folding); then keep at most max_per_question (0 = all).
+    (after whitespace and case folding), and hinted traces (origin "hint") that lean on the hint in words;
+    then keep at most max_per_question (0 = all). Returns (kept, number of correct hinted traces dropped as
+    leaning on the hint).
     """
     by_idt = {q["idt"]: q for q in questions}
-    kept, kept_texts = [], {}
+    kept, kept_texts, hint_leaks = [], {}, 0
     for row in filter(itemgetter("strict_correct" if strict_only else "correct"), scored):
         if not keep_truncated and row.get("finish_reason") == "length":
             continue
         idt = row["qnum"]
+        sample = samples_by_qnum[row["sample"]][idt]
+        solution = sample["solution"]
+        if sample.get("origin") == "hint" and leans_on_hint(solution):
+            hint_leaks += 1
+            continue
         earlier = kept_texts.setdefault(idt, [])
         if max_per_question and len(earlier) >= max_per_question:
             continue
-        solution = samples_by_qnum[row["sample"]][idt]["solution"]
         key = normalize_text(solution) if earlier else None  # the first trace of a question needs no key
         if earlier and key in (normalize_text(s) for s in earlier):
             continue
         earlier.append(solution)
         q = by_idt[idt]
-        kept.append({"idt": idt, "question": q["question"], "solution": solution, "solnum": q["solnum"]})
-    return kept
+        kept.append({"idt": idt, "question": q["question"], "solution": solution, "solnum": q["solnum"]}
+                    | ({"origin": sample["origin"]} if "origin" in sample else {}))
+    return kept, hint_leaks
 
 
 _ENCODE = json.JSONEncoder(ensure_ascii=False, check_circular=False).encode
@@ -166,10 +176,11 @@ def score_loaded(samples_dir, questions, sample_files, ks=None, max_per_question
     """score_samples_dir for files already read by load_samples_dir (evmath.py validates every folder first)."""
     scored = score_samples(questions, sample_files)
     indexed = [{rec["qnum"]: rec for rec in records} for records in sample_files]
-    kept = select_kept(scored, questions, indexed, max_per_question, strict_only, keep_truncated)
+    kept, hint_leaks = select_kept(scored, questions, indexed, max_per_question, strict_only, keep_truncated)
     summary = summarize(scored, len(sample_files), ks)
     summary["num_kept"] = len(kept)
     summary["num_kept_questions"] = len({r["idt"] for r in kept})
+    summary["num_hint_leaks"] = hint_leaks
     summary["max_per_question"] = max_per_question
     summary["strict_only"] = strict_only
     summary["keep_truncated"] = keep_truncated
@@ -200,4 +211,6 @@ def format_summary(summary):
         parts.append(f"truncated {summary['truncation_rate']:.3f}")
     if "num_kept" in summary:
         parts.append(f"kept {summary['num_kept']}")
+    if summary.get("num_hint_leaks"):
+        parts.append(f"dropped as leaning on the hint {summary['num_hint_leaks']}")
     return " | ".join(parts)
