@@ -67,7 +67,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
             if journal.exists() and len(journal.read_text().splitlines()) >= 2:  # header + a finished question
                 break
             assert proc.poll() is None, "the loop ended before Think journaled anything"
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("Think never journaled a batch")
         assert not (out / "round1" / "think" / "manifest.json").exists()
@@ -121,7 +121,8 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     train = _write(tmp_path / "train.json", _questions(SUMS[:4], 0) + products)
     test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
     out = tmp_path / "out"
-    env = _env(tmp_path, train, test, out) | {"RESAMPLE_N": "1", "RATIONALIZE": "1"}
+    # N=2 on one row: a pass journals 2 questions a call, so the hinted pass (4 or more unsolved) takes 2 calls or more.
+    env = _env(tmp_path, train, test, out) | {"RESAMPLE_N": "1", "RATIONALIZE": "1", "N": "2", "BATCH_SIZE": "1"}
     loop = ["bash", str(ROOT / "runs" / "loop.sh")]
     R = out / "round1"
 
@@ -135,7 +136,7 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
             if journal.exists() and len(journal.read_text().splitlines()) >= 2:
                 break
             assert proc.poll() is None, "the loop ended before the hinted pass journaled anything"
-            time.sleep(0.2)
+            time.sleep(0.05)
         else:
             pytest.fail("the hinted pass never journaled a batch")
     finally:

@@ -63,7 +63,9 @@ def hinted_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("passes")
     skip = kept_file(tmp / "solved.json", [0])
     out = tmp / "think_hint"
-    args = SYNTH + COMMON + ["--hint", "--skip_solved", str(skip), "--output_dir", str(out), "--seed", "3"]
+    # 4 samples on one row: the backend takes 4 x batch_size sequences a call, so each question is its own call.
+    args = SYNTH + COMMON + ["--num_samples", "4", "--hint", "--skip_solved", str(skip), "--output_dir", str(out),
+                             "--seed", "3"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / ".journal.jsonl"
     deadline = time.time() + 300
@@ -71,7 +73,7 @@ def hinted_run(tmp_path_factory):
         while time.time() < deadline and proc.poll() is None:
             if journal.exists() and len(journal.read_bytes().splitlines()) >= 2:  # header + 1 finished question
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be killed"
     finally:
         proc.send_signal(signal.SIGKILL)
