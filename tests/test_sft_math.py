@@ -16,6 +16,7 @@ import subprocess
 import pytest
 
 from tests.conftest import PYTHON, ROOT, TPT_REF
+from tpt.device import auto_dtype
 
 SCRIPT = str(ROOT / "sft_math.py")
 # The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
@@ -310,7 +311,9 @@ def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, t
       "wandb_project": "p", "run_name": "r", "num_train_epochs": 2.0, "lr_scheduler_type": "cosine",
       "warmup_ratio": 0.1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_length": 1600,
       "dtype": None, "attn_implementation": None, "save_steps": 0.25, "eval_steps": 0.25, "report_to": ["wandb"],
-      "gradient_checkpointing": False, "bf16": False, "lora_target_modules": "all-linear"}),
+      "gradient_checkpointing": False, "lora_target_modules": "all-linear",
+      # bf16 autocast by Think's dtype rule: on where this CPU multiplies bf16 in hardware
+      "bf16": auto_dtype("cpu") == "bfloat16"}),
     # a recipe sets flags of all three dataclasses (TPT's, SFTConfig's, ModelConfig's)
     ([], {"template": "plain", "learning_rate": 3e-6, "gradient_checkpointing": True, "dtype": "bfloat16",
           "attn_implementation": "sdpa", "use_peft": True},

@@ -61,7 +61,8 @@ class HFBackend:
             model_path, config=config, dtype=self.dtype, trust_remote_code=trust_remote_code,
             attn_implementation=pick_attn_implementation(config, attn_implementation),
         ).to(self.device).eval()
-        if self.model.config._attn_implementation == "sdpa":
+        # Our decode attention stands in for the default sdpa only; an implementation the user named is kept.
+        if attn_implementation is None and self.model.config._attn_implementation == "sdpa":
             _register_slot_attention()
             self.model.set_attn_implementation(SLOT_ATTENTION)
         self.tokenizer = tokenizer
