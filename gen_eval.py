@@ -1,6 +1,6 @@
 """Eval: sample N solutions per test question and score them with the same code as evmath.py.
 
-    python gen_eval.py --model_name smollm2-135m --math data/test500.json --numsamples 5 \
+    python gen_eval.py --model_name smollm2-135m --math data/gsm8ktest500.json --numsamples 5 \
         --outputdir samples/math_eval/smollm2 --limit 50 --max_tokens 512
 
 Writes e0.json ... e{N-1}.json, scored.json, pass_at_k_results.json (+ .csv), correct_answers.json and, last,
@@ -20,7 +20,8 @@ def build_parser():
                         help="embedded alias (smollm2-135m), hub id or local folder")
     parser.add_argument("--numsamples", "--num_samples", dest="num_samples", type=int, default=10,
                         help="solutions per question (pass@1 and pass@N)")
-    parser.add_argument("--math", default="data/test500.json", help="test question file (the original's path)")
+    parser.add_argument("--math", default="data/gsm8ktest500.json",
+                        help="test question file (make_data.py gsm8k --test_size 500 writes this one)")
     parser.add_argument("--outputdir", "--output_dir", dest="output_dir", default="samples/math_eval/2b",
                         help="run folder (samples, scores, manifest)")
     add_generation_args(parser, temperature=0.7)

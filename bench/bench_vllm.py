@@ -33,11 +33,10 @@ def build_parser():
 
 
 def run_mode(args):
-    from tpt.backends import end_token_ids
     from tpt.backends.vllm_backend import VLLMBackend
     from tpt.generate import load_tokenizer
     from tpt.io import read_questions
-    from tpt.models import resolve_model
+    from tpt.models import load_generation_config, resolve_model, stop_token_ids
     from tpt.prompt import encode_prompt
 
     path = resolve_model(args.model_name)
@@ -46,7 +45,7 @@ def run_mode(args):
     prompts = [encode_prompt(tokenizer, q["question"]) for q in questions]
     t0 = time.time()
     # tpt: what gen_synth.py runs (CUDA graphs on); original: its gen_synth.py's engine, enforce_eager=True.
-    backend = VLLMBackend(path, end_token_ids(path, tokenizer), max_model_len=args.max_model_len,
+    backend = VLLMBackend(path, stop_token_ids(tokenizer, load_generation_config(path)), max_model_len=args.max_model_len,
                           enforce_eager=args.mode == "original")
     load = time.time() - t0
     t0 = time.time()

@@ -9,10 +9,11 @@ import os
 import random
 
 from tpt.io import DataError, gsm8k_final_number, normalize_text, parse_questions, read_questions
+from tpt.split import find_overlap
 
 GSM8K_HUB_ID = "openai/gsm8k"
 
-# The demo's task, chosen by measuring the embedded model (notes/readme_cycle.md has the rates): smollm2-135m
+# The demo's task, chosen by measuring the embedded model (docs/data.md has the rates): smollm2-135m
 # solves almost no gsm_symbolic problem and few two-digit sums, but enough one-digit sums and differences
 # for a round to keep traces. The whole space is 242 distinct questions, so repeats are dropped.
 DEMO_TASK = "basic_arithmetic"
@@ -94,15 +95,6 @@ def drop_overlap(train_questions, test_questions):
     """(train questions whose normalised text is not in the test set, number dropped)."""
     shared = {i for i, _ in find_overlap(train_questions, test_questions)}
     return [q for i, q in enumerate(train_questions) if i not in shared], len(shared)
-
-
-def find_overlap(train_questions, test_questions):
-    """[(train index, test index)] of every train question whose normalised text is also a test question."""
-    test_index = {}
-    for j, q in enumerate(test_questions):
-        test_index.setdefault(normalize_text(q["question"]), j)
-    return [(i, test_index[k]) for i, q in enumerate(train_questions)
-            if (k := normalize_text(q["question"])) in test_index]
 
 
 def check_disjoint(train_questions, test_questions, train_path, test_path):

@@ -20,8 +20,8 @@ import os
 import time
 
 from tpt.io import DataError, read_questions, sample_paths, write_json
-from tpt.manifest import read_manifest, write_manifest
-from tpt.prompt import TEMPLATES, build_prompt, clean_response, encode_prompt
+from tpt.manifest import changed_settings, finished_run, write_manifest
+from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt
 
 JOURNAL = ".journal.jsonl"
 MANIFEST = "manifest.json"
@@ -81,8 +81,7 @@ def check_args(args):
         raise DataError(f"--gpu_memory_utilization must be in (0, 1], got {args.gpu_memory_utilization}")
     if args.temperature < 0 or not 0 < args.top_p <= 1:
         raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {args.temperature} and {args.top_p}")
-    if args.template not in TEMPLATES and "{question}" not in args.template:
-        raise DataError(f"--template {args.template!r} is neither one of {sorted(TEMPLATES)} nor holds {{question}}")
+    check_template(args.template)
 
 
 def run_fingerprint(args, questions, hint=False):
@@ -99,22 +98,13 @@ def run_fingerprint(args, questions, hint=False):
     return record
 
 
-def _differences(stored, current):
-    keys = sorted(set(stored) | set(current))
-    return ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k))
-
-
-def finished_run(output_dir, fingerprint):
+def finished_sampling_run(output_dir, fingerprint):
     """The manifest of a finished run with this fingerprint, None when the folder holds no finished run.
 
     Raises DataError when the folder holds a run (finished or not) made with different arguments.
     """
-    manifest = read_manifest(output_dir)
+    manifest = finished_run(output_dir, fingerprint)
     if manifest is not None:
-        stored = manifest.get("fingerprint")
-        if stored != fingerprint:
-            raise DataError(f"{output_dir}: holds a finished run with different arguments "
-                            f"({_differences(stored or {}, fingerprint)}); use another --output_dir")
         return manifest
     journal = os.path.join(output_dir, JOURNAL)
     if not os.path.isfile(journal) and os.path.isfile(os.path.join(output_dir, "e0.json")):
@@ -143,7 +133,7 @@ def read_journal(path, fingerprint, backend):
         raise DataError(f"{path}: damaged journal ({e.msg}); remove the folder to start over") from None
     if header.get("fingerprint") != fingerprint:
         raise DataError(f"{os.path.dirname(path)}: holds an unfinished run with different arguments "
-                        f"({_differences(header.get('fingerprint') or {}, fingerprint)}); "
+                        f"({changed_settings(header.get('fingerprint') or {}, fingerprint)}); "
                         "use another --output_dir or the same arguments")
     if header.get("backend") != backend:
         raise DataError(f"{os.path.dirname(path)}: the unfinished run used backend {header.get('backend')!r}, "
@@ -178,7 +168,7 @@ def encode_questions(tokenizer, questions, template, max_model_len, source, hint
 def sample_questions(args, questions, fingerprint, hint=False, origin=None):
     """Sample args.num_samples solutions per question into args.output_dir (journal, then e-files).
 
-    Returns the run's figures for the manifest. Scripts call finished_run first and write_run_manifest after.
+    Returns the run's figures for the manifest. Scripts call finished_sampling_run first and write_run_manifest after.
     """
     from tqdm import tqdm
 
@@ -304,7 +294,7 @@ def run_sampling(args, score=None, skip_solved=(), hint=False, origin=None):
     skipped = sum(q["idt"] in solved for q in questions)
     questions = [q for q in questions if q["idt"] not in solved]
     fingerprint = run_fingerprint(args, questions, hint)
-    manifest = finished_run(args.output_dir, fingerprint)
+    manifest = finished_sampling_run(args.output_dir, fingerprint)
     if manifest is not None:
         return manifest, True
     if not questions:

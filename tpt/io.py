@@ -8,9 +8,11 @@ answer ends with `#### N` (idt = row index). Sample files: e0.json ... e{N-1}.js
 Bad input raises DataError with one line naming the file and the record; scripts turn it into a non-zero exit.
 Every write goes to a temp file in the same folder and is renamed into place, so no reader ever sees half a file.
 """
+import contextlib
 import json
 import os
 import re
+import shutil
 import sys
 import tempfile
 
@@ -27,14 +29,24 @@ def write_json(path, obj, indent=4):
 
 def write_text(path, text):
     """Write text atomically (temp file in the same folder, then rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+    with atomic_file(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+@contextlib.contextmanager
+def atomic_file(path):
+    """Yield a temp path beside `path` to write; on success it is renamed to `path`, on failure removed.
+    Every file TPT writes goes through here (write_json, write_text, the report's figures)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    stem, ext = os.path.splitext(os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}.", suffix=f".tmp{ext}")  # savefig reads the extension
+    os.close(fd)
+    try:
+        yield tmp
         # mkstemp makes the file owner-only; give it the mode a plain open() would have.
         umask = os.umask(0)
         os.umask(umask)
@@ -43,6 +55,39 @@ def write_text(path, text):
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        raise
+
+
+def partial_folder(dest):
+    """The hidden sibling a folder is written into before replace_folder moves it into place. A fixed name, so
+    every rank of a multi-process launch writes into the same one."""
+    parent, name = os.path.split(os.path.abspath(dest))
+    return os.path.join(parent, f".{name}.partial")
+
+
+def replace_folder(partial, dest):
+    """Move a complete folder to dest, replacing whatever was there whole: a reader sees the old folder or the
+    new one, never a mix."""
+    parent, name = os.path.split(os.path.abspath(dest))
+    old = os.path.join(parent, f".{name}.old")
+    if os.path.exists(dest):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dest, old)
+    os.replace(partial, dest)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_folder(dest):
+    """Yield an empty folder to fill; on success it replaces dest (replace_folder), on failure it is removed."""
+    partial = partial_folder(dest)
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    try:
+        yield partial
+        replace_folder(partial, dest)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
         raise
 
 

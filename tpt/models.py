@@ -7,8 +7,8 @@ cache and that folder is used everywhere, by both backends and by training.
 """
 import importlib.util
 import os
-import shutil
-import tempfile
+
+from tpt.io import atomic_folder
 
 EMBEDDED_MODELS = {
     # alias: (package whose folder holds the file, GGUF file name)
@@ -55,16 +55,9 @@ def convert_gguf(folder, filename, dest):
     if tokenizer.eos_token_id is not None:
         model.generation_config.eos_token_id = tokenizer.eos_token_id
         model.generation_config.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    parent = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix="." + os.path.basename(dest) + ".")
-    try:
-        model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_folder(dest) as partial:
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
     return dest
 
 
@@ -97,3 +90,24 @@ def pick_attn_implementation(config, requested=None):
         return requested
     text_config = config.get_text_config() if hasattr(config, "get_text_config") else config
     return "eager" if getattr(text_config, "attn_logit_softcapping", None) else None
+
+
+def load_generation_config(model_path, revision="main", trust_remote_code=False):
+    """The model's generation config, or None for a model folder without generation_config.json."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path, revision=revision, trust_remote_code=trust_remote_code)
+    except OSError:
+        return None
+
+
+def stop_token_ids(tokenizer, generation_config=None):
+    """The tokens that end a reply: the generation config's eos ids (Gemma's <end_of_turn> among them), then the
+    tokenizer's eos. Think stops on them and Train checks that the chat template closes a turn with one."""
+    ids = []
+    for value in (getattr(generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        for token in value if isinstance(value, (list, tuple)) else [value]:
+            if token is not None and int(token) not in ids:
+                ids.append(int(token))
+    return ids

@@ -7,6 +7,8 @@ model is trained to continue are the tokens it was sampled from.
 """
 import re
 
+from tpt.io import DataError
+
 _PAD = " " * 20  # the original's f-string sat inside 20 spaces of code indentation, and the model saw them
 
 _TPT_LINES = [
@@ -46,12 +48,19 @@ HINT_TEXT = ("Hint: the correct final answer is {answer}. Work it out step by st
              "and do not mention this hint.")
 
 
+def check_template(template):
+    """The template's text: `template` is a name in TEMPLATES or a string holding {question}. The one check Think,
+    Train and Eval all make, so a template one stage takes no other stage refuses; anything else is a DataError."""
+    text = TEMPLATES.get(template, template)
+    if not isinstance(text, str) or "{question}" not in text:
+        raise DataError(f"--template {template!r} is neither one of {sorted(TEMPLATES)} nor a string holding {{question}}")
+    return text
+
+
 def build_user_message(question, template="tpt", hint=None):
     """The user turn for one question. `template` is a name in TEMPLATES or a string holding {question};
     `hint` (Think's rationalization pass only) is the true answer, stated after the question."""
-    text = TEMPLATES.get(template, template)
-    if "{question}" not in text:
-        raise ValueError(f"prompt template {template!r} is neither a known name {sorted(TEMPLATES)} nor holds {{question}}")
+    text = check_template(template)
     question = question.strip()
     if hint is not None:
         question += "\n\n" + HINT_TEXT.format(answer=hint)

@@ -29,9 +29,9 @@ import io
 import math
 import os
 
-from tpt.io import DataError, read_json, sample_paths, write_json, write_text
+from tpt.io import DataError, atomic_file, read_json, sample_paths, write_json, write_text
 
-ALPHA_LEVEL = 0.95
+CONFIDENCE_LEVEL = 0.95
 POWER = 0.80
 METRICS = ("answer", "strict", "format")  # per-question rates the paired bootstrap compares
 
@@ -211,7 +211,7 @@ def mcnemar_exact(gained, lost):
     return min(1.0, 2 * tail / 2 ** n)
 
 
-def paired_bootstrap(diffs, num_resamples=10000, seed=0, level=ALPHA_LEVEL):
+def paired_bootstrap(diffs, num_resamples=10000, seed=0, level=CONFIDENCE_LEVEL):
     """(mean, lo, hi): the mean per-question difference and its percentile bootstrap interval over questions."""
     import numpy as np
 
@@ -227,7 +227,7 @@ def paired_bootstrap(diffs, num_resamples=10000, seed=0, level=ALPHA_LEVEL):
     return float(d.mean()), float(lo), float(hi)
 
 
-def detectable_change(diffs, level=ALPHA_LEVEL, power=POWER):
+def detectable_change(diffs, level=CONFIDENCE_LEVEL, power=POWER):
     """The smallest mean paired difference a two-sided test at `level` detects with probability `power` on this
     many questions, taking sd(d) from the differences observed: (z_(1+level)/2 + z_power) * sd / sqrt(n).
     None when fewer than two questions, or when no question changed at all (sd 0 says nothing about the noise)."""
@@ -454,10 +454,8 @@ def _qlist(qs, limit=20):
 
 
 def _save_figure(fig, path):
-    """savefig to a temp name in the same folder, then rename: no half-written PNG."""
-    tmp = os.path.join(os.path.dirname(path), "." + os.path.basename(path) + ".tmp.png")
-    fig.savefig(tmp, dpi=120, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight")
 
 
 def plot_pass_at_1(rounds, path):
@@ -530,7 +528,7 @@ def build_report(eval_dirs, out_dir, labels=None, num_resamples=10000, seed=0):
     write_text(os.path.join(out_dir, "ledger.csv"), ledger_csv(rows))
     report = {"rounds": [round_row(r) | {"eval_dir": r["eval_dir"], "stages": r["stages"]} for r in rounds],
               "think_passes": {r["label"]: r["think_passes"] for r in rounds}, "difficulty": difficulty_rows(rounds),
-              "comparisons": comparisons, "bootstrap": {"resamples": num_resamples, "seed": seed, "level": ALPHA_LEVEL},
+              "comparisons": comparisons, "bootstrap": {"resamples": num_resamples, "seed": seed, "level": CONFIDENCE_LEVEL},
               "figures": figures, "ledger": os.path.join(out_dir, "ledger.csv")}
     write_json(os.path.join(out_dir, "report.json"), report)
     md_path = os.path.join(out_dir, "report.md")

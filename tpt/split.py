@@ -51,29 +51,28 @@ def split_by_question(records, train_size, seed=0, eval_size=0):
     return [records[i] for i in train], [records[i] for i in evals]
 
 
-def held_out_texts(paths):
-    """Normalised question texts of the held-out files (question files: TPT JSON, JSONL or GSM8K jsonl)."""
-    texts = {}
-    for path in paths:
-        for q in read_questions(path, unique_idt=False):
-            texts.setdefault(normalize_text(q["question"]), path)
-    return texts
-
-
-def find_held_out(records, texts):
-    """[(record index, held-out file)] for every record whose normalised question is held out."""
-    return [(i, texts[normalize_text(r["question"])]) for i, r in enumerate(records)
-            if normalize_text(r["question"]) in texts]
+def find_overlap(records, others):
+    """[(record index, index in others)] of every record whose normalised question text is also one of others'
+    (the first such). The one overlap check: the train/test guard, held-out files and Train's eval set use it."""
+    first = {}
+    for j, q in enumerate(others):
+        first.setdefault(normalize_text(q["question"]), j)
+    return [(i, first[key]) for i, r in enumerate(records) if (key := normalize_text(r["question"])) in first]
 
 
 def check_or_drop_held_out(records, exclude_paths, drop=False, source="input"):
     """The records with held-out questions removed (drop=True), or a DataError naming the first one."""
     if not exclude_paths:
         return records, 0
-    hits = find_held_out(records, held_out_texts(exclude_paths))
+    held_out, held_out_paths = [], []
+    for path in exclude_paths:
+        questions = read_questions(path, unique_idt=False)
+        held_out += questions
+        held_out_paths += [path] * len(questions)
+    hits = find_overlap(records, held_out)
     if hits and not drop:
-        i, path = hits[0]
+        i, j = hits[0]
         raise DataError(f"{source}: record {i} (idt {records[i]['idt']!r}): question appears in held-out file "
-                        f"{path} ({len(hits)} records in all); pass --drop_excluded to drop them")
+                        f"{held_out_paths[j]} ({len(hits)} records in all); pass --drop_excluded to drop them")
     bad = {i for i, _ in hits}
     return [r for i, r in enumerate(records) if i not in bad], len(bad)

@@ -23,11 +23,11 @@ import shutil
 import time
 from urllib.parse import urlparse
 
-from tpt.data import find_overlap
-from tpt.io import DataError, read_json, read_questions
+from tpt.io import DataError, partial_folder, read_json, read_questions, replace_folder
 from tpt.manifest import write_manifest
-from tpt.models import resolve_model
-from tpt.prompt import build_messages, encode_prompt
+from tpt.models import load_generation_config, resolve_model, stop_token_ids
+from tpt.prompt import build_messages, check_template, encode_prompt
+from tpt.split import find_overlap
 
 IGNORE = -100  # the label of a token that carries no loss
 NUM_CHECKED = 16  # examples whose prompt is re-tokenized and compared with encode_prompt before training
@@ -78,14 +78,6 @@ def build_dataset(records, template="tpt"):
         }
         for r in records
     ])
-
-
-def stop_token_ids(tokenizer, generation_config=None):
-    """The ids generation stops on: the generation config's eos ids, then the tokenizer's eos."""
-    eos = getattr(generation_config, "eos_token_id", None)
-    ids = list(eos) if isinstance(eos, (list, tuple)) else [eos]
-    ids.append(tokenizer.eos_token_id)
-    return [i for i in dict.fromkeys(ids) if i is not None]
 
 
 def _chat_ids(tokenizer, messages, add_generation_prompt):
@@ -286,8 +278,7 @@ def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, r
     from accelerate.utils import is_peft_model
 
     acc = trainer.accelerator
-    parent, name = os.path.split(os.path.abspath(output_dir))
-    partial = os.path.join(parent, f".{name}.partial")
+    partial = partial_folder(output_dir)
     if acc.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
         os.makedirs(partial)
@@ -300,12 +291,7 @@ def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, r
         trainer.processing_class.save_pretrained(partial)  # tokenizer and chat template
         set_stop_token(partial, eot_id)
         write_manifest(partial, run_args, **manifest_fields)
-        old = os.path.join(parent, f".{name}.old")
-        if os.path.exists(output_dir):
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(output_dir, old)
-        os.replace(partial, output_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        replace_folder(partial, output_dir)
     acc.wait_for_everyone()
 
 
@@ -335,6 +321,7 @@ def train(train_data_path, training_args, *, eval_data_path=None, model_name_or_
     """
     started = time.time()
     output_dir = training_args.output_dir
+    check_template(template)
     check_one_process_per_gpu(training_args.n_gpu)
     train_records, eval_records = read_train_data(train_data_path, eval_data_path)
     work_dir = os.path.abspath(output_dir) + ".work"
@@ -345,16 +332,13 @@ def train(train_data_path, training_args, *, eval_data_path=None, model_name_or_
             os.environ["WANDB_PROJECT"] = wandb_project
         os.environ.setdefault("WANDB_PROJECT", "tpt")
 
-    from transformers import AutoConfig, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoTokenizer
     from trl import SFTTrainer
 
     trust = training_args.trust_remote_code
     model_path = resolve_model(model_name_or_path)
     tokenizer = AutoTokenizer.from_pretrained(model_path, revision=model_revision, trust_remote_code=trust)
-    try:
-        generation_config = GenerationConfig.from_pretrained(model_path, revision=model_revision)
-    except OSError:
-        generation_config = None
+    generation_config = load_generation_config(model_path, model_revision)
     eot_id = end_of_turn_id(tokenizer, generation_config, template)
     config = AutoConfig.from_pretrained(model_path, revision=model_revision, trust_remote_code=trust)
     dtype = weight_dtype(dtype, peft_config is not None, training_args.bf16)

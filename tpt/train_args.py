@@ -24,7 +24,8 @@ class ScriptArguments:
     eval_data_path: str | None = field(
         default=None, metadata={"help": "held-out traces for eval loss; no question may also be in train"})
     template: str = field(
-        default="tpt", metadata={"help": "prompt wording, as Think used it", "choices": sorted(TEMPLATES)})
+        default="tpt", metadata={"help": f"prompt wording, as Think used it: one of {sorted(TEMPLATES)} or a string "
+                                 "holding {question}"})
     wandb_project: str | None = field(default=None, metadata={"help": "else $WANDB_PROJECT, else 'tpt'"})
     keep_checkpoints: bool = field(
         default=False, metadata={"help": "keep OUTPUT_DIR.work/ (checkpoints) once the model folder is complete"})

@@ -64,29 +64,15 @@ def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
     return max(64, 4096 // num_samples) * max(1, data_parallel_size)
 
 
-def end_token_ids(model_path, tokenizer, trust_remote_code=False):
-    """The tokens that end a reply: the generation config's eos (end of turn) plus the tokenizer's eos."""
-    from transformers import GenerationConfig
-
-    ids = []
-    try:
-        eos = GenerationConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code).eos_token_id
-    except OSError:  # a model without generation_config.json
-        eos = None
-    for value in (eos, tokenizer.eos_token_id):
-        for token in value if isinstance(value, (list, tuple)) else [value]:
-            if token is not None and token not in ids:
-                ids.append(int(token))
-    if not ids:
-        raise ValueError(f"{model_path}: neither the generation config nor the tokenizer names an end token")
-    return ids
-
-
 def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
                  tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False,
                  trust_remote_code=False, seed=0, attn_implementation=None):
     """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
-    stop_ids = end_token_ids(model_path, tokenizer, trust_remote_code)
+    from tpt.models import load_generation_config, stop_token_ids
+
+    stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=trust_remote_code))
+    if not stop_ids:
+        raise ValueError(f"{model_path}: neither the generation config nor the tokenizer names an end token")
     if name == "vllm":
         from tpt.backends.vllm_backend import VLLMBackend
 
