@@ -9,8 +9,9 @@ accepted too (the original's own flag names disagreed and it crashed on that).
 """
 import argparse
 
-from tpt.generate import add_generation_args, format_stats, run_sampling
-from tpt.io import DataError, fail
+from tpt.generate import (SamplingConfig, add_generation_args, check_config, finished_sampling_run, format_stats,
+                          run_fingerprint, sample_questions, select_questions, skip_line, write_run_manifest)
+from tpt.io import DataError, fail, read_questions
 
 
 def build_parser():
@@ -30,18 +31,26 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
+    config = SamplingConfig.from_flags(vars(args))
     from tpt.scoring import format_summary, score_samples_dir
 
     try:
-        stats, finished_before = run_sampling(
-            args, score=lambda questions: score_samples_dir(args.output_dir, questions, args.num_samples))
+        questions = select_questions(read_questions(args.math), args.limit)
+        check_config(config)
+        fingerprint = run_fingerprint(config, questions, {"limit": args.limit})
+        finished = finished_sampling_run(args.output_dir, fingerprint)
+        if finished is not None:
+            print(f"{format_stats(finished)} | {format_summary(finished['scores'])}")
+            print(skip_line(args.output_dir))
+            return
+        stats = sample_questions(config, questions, args.math, args.output_dir, fingerprint)
+        stats["scores"] = score_samples_dir(args.output_dir, questions, config.num_samples)
+        write_run_manifest(args.output_dir, vars(args), fingerprint, stats)
     except DataError as e:
         fail(str(e))
+
     print(f"{format_stats(stats)} | {format_summary(stats['scores'])}")
-    if finished_before:
-        print(f"{args.output_dir} is finished (manifest.json); nothing to do")
-        return
-    print(f"wrote e0.json ... e{args.num_samples - 1}.json, scored.json, pass_at_k_results.json and manifest.json "
+    print(f"wrote e0.json ... e{config.num_samples - 1}.json, scored.json, pass_at_k_results.json and manifest.json "
           f"to {args.output_dir}")
 
 

@@ -16,8 +16,10 @@ the prompt (--hint: rationalization, STaR). Train never sees the hint: it builds
 """
 import argparse
 
-from tpt.generate import add_generation_args, format_stats, run_sampling
-from tpt.io import DataError, fail
+from tpt.generate import (SamplingConfig, add_generation_args, check_config, finished_sampling_run, format_stats,
+                          run_fingerprint, sample_questions, select_questions, skip_line, unsolved_questions,
+                          with_hints, write_run_manifest)
+from tpt.io import DataError, fail, read_questions
 
 
 def build_parser():
@@ -38,20 +40,36 @@ def build_parser():
 
 def main():
     args = build_parser().parse_args()
+    config = SamplingConfig.from_flags(vars(args))
+    origin = "hint" if args.hint else "resample" if args.skip_solved else "sample"
     try:
-        stats, finished_before = run_sampling(args, skip_solved=args.skip_solved, hint=args.hint,
-                                              origin="hint" if args.hint else "resample" if args.skip_solved else "sample")
+        questions = select_questions(read_questions(args.math), args.limit)
+        questions, skipped = unsolved_questions(questions, args.skip_solved)
+        if args.hint:
+            questions = with_hints(questions)
+        check_config(config)
+        fingerprint = run_fingerprint(config, questions, {"limit": args.limit, "hint": args.hint})
+        finished = finished_sampling_run(args.output_dir, fingerprint)
+        if finished is not None:
+            print(format_stats(finished))
+            print(skip_line(args.output_dir))
+            return
+        if questions:
+            stats = sample_questions(config, questions, args.math, args.output_dir, fingerprint, origin)
+        else:  # every question has a kept trace: no model is loaded, the manifest says so
+            stats = {"num_questions": 0, "num_samples": config.num_samples, "generated_tokens": 0,
+                     "tokens_per_second": None, "truncated": 0, "backend": "-"}
+        stats["skipped_questions"] = skipped
+        write_run_manifest(args.output_dir, vars(args), fingerprint, stats)
     except DataError as e:
         fail(str(e))
+
     print(format_stats(stats))
-    if finished_before:
-        print(f"{args.output_dir} is finished (manifest.json); nothing to do")
-        return
-    if stats["num_questions"] == 0:
-        print(f"every question has a kept trace ({stats['skipped_questions']} skipped): nothing to sample; "
+    if not questions:
+        print(f"every question has a kept trace ({skipped} skipped): nothing to sample; "
               f"wrote manifest.json to {args.output_dir}")
-        return
-    print(f"wrote e0.json ... e{args.num_samples - 1}.json and manifest.json to {args.output_dir}")
+    else:
+        print(f"wrote e0.json ... e{config.num_samples - 1}.json and manifest.json to {args.output_dir}")
 
 
 if __name__ == "__main__":

@@ -57,6 +57,15 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
     assert manifest["tokens_per_second"] > 0
     assert manifest["model_path"].endswith("smollm2-135m") and manifest["backend"] == "hf"
     assert "questions 4 | samples 2" in proc.stdout
+    assert_fingerprint_is_every_flag_but_where_outputs_go(manifest)
+
+
+def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
+    # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
+    # fingerprint under its own name, and folders finished by earlier versions keep matching.
+    not_fingerprinted = {"output_dir", "math", "gpu_memory_utilization", "skip_solved"}
+    flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
+    assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 
 
 def test_second_run_leaves_finished_files_alone_without_loading_the_model(synth_dir):
@@ -69,6 +78,9 @@ def test_second_run_leaves_finished_files_alone_without_loading_the_model(synth_
     proc = run([PYTHON, "-c", code, str(ROOT / "gen_synth.py")] + COMMON + ["--num_samples", "2", "--output_dir", str(out)])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "nothing to do" in proc.stdout
+    # one line says so (runs/loop.sh leaves skipping to the stage and shows this line)
+    assert [line for line in proc.stdout.splitlines() if line.startswith("skip: ")] == [
+        f"skip: {out} is finished (manifest.json); nothing to do"]
     assert snapshot(out) == before
 
 
@@ -141,6 +153,7 @@ def test_eval_scores_under_both_folder_flags_and_greedy_is_deterministic(tmp_pat
         assert (folder / "scored.json").exists()
         manifest = json.loads((folder / "manifest.json").read_text())
         assert manifest["scores"]["pass@1"] == summary["pass@1"]
+        assert_fingerprint_is_every_flag_but_where_outputs_go(manifest)
         assert "pass@1" in proc.stdout and "strict pass@1" in proc.stdout and "tok/s" in proc.stdout
     for j in range(2):
         sa = [r["solution"] for r in json.loads((tmp_path / "a" / f"e{j}.json").read_text())]
