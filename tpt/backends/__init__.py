@@ -1,6 +1,6 @@
 """One backend interface, two implementations: vLLM (CUDA GPUs) and transformers (any device).
 
-A backend is built once per run and answers one call:
+A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
     backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed)
         -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
