@@ -70,8 +70,8 @@ def check_launch(training_args):
 
 def train_fingerprint(script_args, training_args, model_args, data):
     """What must match for a folder's finished run to be this run: every flag that changes the trained model (TPT's
-    ScriptArguments, TRL's SFTConfig and ModelConfig as parsed) and the sha256 of each data file (data:
-    tpt.train_data.data_files).
+    ScriptArguments, TRL's SFTConfig and ModelConfig as parsed), the number of processes, and the sha256 of each
+    data file (data: tpt.train_data.data_files).
 
     Read from the flags as parsed, before configure adapts them, so it is the same on every rank and in every
     launch of the same command; JSON-normalised, as it is compared with the one read back from manifest.json.
@@ -83,6 +83,7 @@ def train_fingerprint(script_args, training_args, model_args, data):
     settings = {**asdict(script_args), **asdict(model_args), **trl_settings}
     record = {k: v for k, v in settings.items()
               if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_PREFIXES)}
+    record["world_size"] = training_args.world_size  # the processes multiply the batch of an optimizer step
     for role in ("train", "eval"):
         record[f"{role}_data_sha256"] = data[role]["sha256"] if role in data else None
     return json.loads(json.dumps(record, sort_keys=True, default=str))
