@@ -163,7 +163,7 @@ def test_resume_continues_from_a_checkpoint(trained, traces, tmp_path):
                                          "(learning_rate: 1e-06 -> 2e-06)"),
     # the same flags on train data whose content changed (one solution edited): refused, naming the train data
     ([], True, "error: {out}: holds a finished run with different arguments (train_data_sha256: "),
-])
+], ids=["same", "learning_rate", "train_data"])
 def test_finished_folder_is_skipped_or_refused(trained, traces, tmp_path, flags, edit_data, expected):
     # Run again on the two-step fixture's finished folder: before any model loads, one line, and the folder untouched.
     import shutil
