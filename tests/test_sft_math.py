@@ -7,6 +7,8 @@ Runtime budget: ~6 min measured on 2 cores shared with other work at load ~7 (tr
 the two-step fixture alone ~210 s, the resume ~90-150 s, the two-rank launch ~40-100 s). The traces are the 8
 shortest real ones and the prompts use the short "plain" template to keep the steps cheap. The tiny Gemma-2 tests
 add ~55 s at load ~5 (~80 s at load ~9): three short runs, the two-rank one stopping before any model loads.
+Running again on the two-step fixture's finished folder (skip or refuse) adds ~13 s at load ~2: three runs that
+stop before any model loads.
 """
 import glob
 import json
