@@ -7,6 +7,8 @@ Runtime budget: ~6 min measured on 2 cores shared with other work at load ~7 (tr
 the two-step fixture alone ~210 s, the resume ~90-150 s, the two-rank launch ~40-100 s). The traces are the 8
 shortest real ones and the prompts use the short "plain" template to keep the steps cheap. The tiny Gemma-2 tests
 add ~55 s at load ~5 (~80 s at load ~9): three short runs, the two-rank one stopping before any model loads.
+Running again on the two-step fixture's finished folder (skip or refuse) adds ~13 s at load ~2: three runs that
+stop before any model loads.
 """
 import glob
 import json
@@ -58,11 +60,12 @@ def _token_count(records):
 def trained(tmp_path_factory, traces):
     folder = tmp_path_factory.mktemp("run")
     out = folder / "model"
-    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out), "--max_steps", "2",
-                 "--report_to", "wandb", "--wandb_project", "tpt-test", "--run_name", "two-steps"] + COMMON,
-                env={"WANDB_DIR": str(folder)})
+    args = ["--output_dir", str(out), "--max_steps", "2", "--report_to", "wandb", "--wandb_project", "tpt-test",
+            "--run_name", "two-steps"] + COMMON
+    proc = _run(["--train_data_path", str(traces)] + args, env={"WANDB_DIR": str(folder)})
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"folder": folder, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text())}
+    return {"folder": folder, "out": out, "proc": proc, "manifest": json.loads((out / "manifest.json").read_text()),
+            "args": args}
 
 
 def test_two_steps_write_a_finished_model_folder(trained, traces):
@@ -152,6 +155,41 @@ def test_resume_continues_from_a_checkpoint(trained, traces, tmp_path):
     state = json.loads(open(str(out) + ".work/checkpoint-2/trainer_state.json").read())
     assert [e["loss"] for e in state["log_history"] if e.get("step") == 2 and "loss" in e] == pytest.approx(step2, rel=1e-4)
     assert manifest["train_tokens"] == trained["manifest"]["train_tokens"]  # the count survives the resume
+
+
+@pytest.mark.parametrize("flags, edit_data, expected", [
+    # the same flags and data (copied to another path), logged elsewhere under another name: skipped, not redone
+    (["--report_to", "none", "--run_name", "again"], False, "skip: {out} is trained"),
+    # another learning rate: refused, naming it
+    (["--learning_rate", "2e-6"], False, "error: {out}: holds a finished run with different arguments "
+                                         "(learning_rate: 1e-06 -> 2e-06)"),
+    # the same flags on train data whose content changed (one solution edited): refused, naming the train data
+    ([], True, "error: {out}: holds a finished run with different arguments (train_data_sha256: "),
+], ids=["same", "learning_rate", "train_data"])
+def test_finished_folder_is_skipped_or_refused(trained, traces, tmp_path, flags, edit_data, expected):
+    # Run again on the two-step fixture's finished folder: before any model loads, one line, and the folder untouched.
+    import shutil
+
+    out, manifest = trained["out"], trained["out"] / "manifest.json"
+    before = (sorted(os.listdir(out)), manifest.read_text(), manifest.stat().st_mtime_ns)
+    data = tmp_path / "train.json"
+    shutil.copy(traces, data)
+    if edit_data:
+        records = json.loads(data.read_text())
+        records[0]["solution"] = "Let me check. " + records[0]["solution"]
+        data.write_text(json.dumps(records))
+    proc = _run(["--train_data_path", str(data)] + trained["args"] + flags, timeout=120)
+    expected = expected.format(out=out)
+    if expected.startswith("skip: "):
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        skips = [line for line in proc.stdout.splitlines() if line.startswith("skip: ")]
+        assert len(skips) == 1 and skips[0].startswith(expected)
+        assert "train:" not in proc.stdout
+    else:
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith(expected), proc.stderr[-3000:]
+    assert (sorted(os.listdir(out)), manifest.read_text(), manifest.stat().st_mtime_ns) == before
+    assert not (out.parent / ".model.partial").exists()
 
 
 def test_two_process_launch_runs_one_step(traces, tmp_path):

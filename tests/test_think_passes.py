@@ -156,7 +156,7 @@ def test_kept_hinted_traces_keep_their_origin_and_never_lean_on_the_hint(tmp_pat
 
 def test_passes_split_together_and_hinted_traces_train_on_the_plain_prompt(hinted_run, tmp_path):
     from tests.test_train import _trainer
-    from tpt.train import end_of_turn_id, prepare_examples, read_train_data
+    from tpt.train_data import end_of_turn_id, prepare_examples, read_train_data
 
     # The hinted pass's real samples as kept traces, beside a plain pass that kept another trace of question 1.
     hinted = [{"idt": r["qnum"], "question": r["question"], "solution": r["solution"], "origin": r["origin"],

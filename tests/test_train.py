@@ -1,4 +1,5 @@
-"""tpt.train on real traces and the real embedded model, no training step: what TRL builds is what Think samples.
+"""tpt.train_data and tpt.train_setup on real traces and the real embedded model, no training step: what TRL
+builds is what Think samples.
 
 Runtime budget: ~1.5 min measured on 2 busy cores at load ~7 (one SFTTrainer set-up, three forward passes).
 The attention tests build a tiny random Gemma-2 (a few seconds).
@@ -26,8 +27,9 @@ def _trainer(tmp_path, records, template="tpt", model=None, tokenizer=None, padd
     from trl import SFTTrainer
 
     from tpt.models import resolve_model
-    from tpt.train import build_dataset, configure
     from tpt.train_args import TrainConfig
+    from tpt.train_data import build_dataset
+    from tpt.train_setup import configure
 
     path = resolve_model("smollm2-135m")
     config = TrainConfig(output_dir=str(tmp_path / "out"), report_to="none", padding_free=padding_free)
@@ -43,7 +45,7 @@ def _trainer(tmp_path, records, template="tpt", model=None, tokenizer=None, padd
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """One SFTTrainer over real traces, as sft_math.py builds it, with the examples prepared."""
-    from tpt.train import end_of_turn_id, prepare_examples
+    from tpt.train_data import end_of_turn_id, prepare_examples
 
     records = _records()
     trainer = _trainer(tmp_path_factory.mktemp("train"), records, padding_free=True)
@@ -74,7 +76,7 @@ def test_prompt_parity_for_each_template(tmp_path, template):
 
     from tpt.io import read_questions
     from tpt.models import resolve_model
-    from tpt.train import build_dataset
+    from tpt.train_data import build_dataset
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     records = read_questions(TPT_REF / "test500.json")[:4]
@@ -136,7 +138,7 @@ def test_padding_free_batch_has_no_cross_trace_attention(built):
 def test_check_examples_rejects(built, mutate, message):
     from datasets import Dataset
 
-    from tpt.train import check_examples
+    from tpt.train_data import check_examples
 
     tok = built["trainer"].processing_class
     ex = built["prepared"][0]
@@ -154,7 +156,7 @@ def test_end_of_turn_must_be_a_stop_token(closing, message):
     from transformers import AutoTokenizer
 
     from tpt.models import resolve_model
-    from tpt.train import end_of_turn_id
+    from tpt.train_data import end_of_turn_id
 
     tok = AutoTokenizer.from_pretrained(resolve_model("smollm2-135m"))
     tok.chat_template = (
@@ -170,7 +172,7 @@ def test_prompt_rendered_differently_in_training_is_caught(tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tpt.models import resolve_model
-    from tpt.train import end_of_turn_id, prepare_examples
+    from tpt.train_data import end_of_turn_id, prepare_examples
 
     path = resolve_model("smollm2-135m")
     tok = AutoTokenizer.from_pretrained(path)
@@ -185,7 +187,7 @@ def test_prompt_rendered_differently_in_training_is_caught(tmp_path):
 
 
 def test_too_long_traces_are_left_out_not_truncated(built):
-    from tpt.train import drop_longer_than
+    from tpt.train_data import drop_longer_than
 
     lengths = sorted(len(ids) for ids in built["prepared"]["input_ids"])
     kept, dropped = drop_longer_than(built["prepared"], lengths[3])
@@ -216,7 +218,7 @@ REC = {"idt": 1, "question": "What is 2 + 3?", "solution": "2 + 3 = 5\n#### 5", 
     ([REC], [dict(REC, idt=7, question="what  is 2 + 3?")], "1 of 1 eval questions also appear"),
 ])
 def test_read_train_data_rejects(tmp_path, train, evals, message):
-    from tpt.train import read_train_data
+    from tpt.train_data import read_train_data
 
     train_path = _write(tmp_path / "train.json", train) if train is not None else str(tmp_path / "nope.json")
     eval_path = _write(tmp_path / "eval.json", evals) if evals is not None else None
@@ -226,7 +228,7 @@ def test_read_train_data_rejects(tmp_path, train, evals, message):
 
 def test_read_train_data_keeps_several_traces_per_question(tmp_path):
     # Kept-trace files may hold several correct traces of one question (same idt), as evmath.py can keep them.
-    from tpt.train import read_train_data
+    from tpt.train_data import read_train_data
 
     train, evals = read_train_data(_write(tmp_path / "t.json", [REC, dict(REC, solution="5\n#### 5")]))
     assert len(train) == 2 and evals == []
@@ -234,7 +236,7 @@ def test_read_train_data_keeps_several_traces_per_question(tmp_path):
 
 def test_read_train_data_accepts_an_empty_eval_file(tmp_path):
     # make_json.py writes an empty eval file when every kept trace fits in train: training runs without eval loss.
-    from tpt.train import read_train_data
+    from tpt.train_data import read_train_data
 
     train, evals = read_train_data(_write(tmp_path / "t.json", [REC]), _write(tmp_path / "e.json", []))
     assert len(train) == 1 and evals == []
@@ -327,7 +329,7 @@ def test_transformers_backend_loads_gemma2_with_eager(gemma_folder):
     ("bfloat16", False, False, "bfloat16"),
 ])
 def test_weight_dtype(requested, use_peft, bf16, expected):
-    from tpt.train import weight_dtype
+    from tpt.train_setup import weight_dtype
 
     assert weight_dtype(requested, use_peft, bf16) == expected
 
@@ -340,7 +342,7 @@ def test_weight_dtype(requested, use_peft, bf16, expected):
     (8, True),
 ])
 def test_one_process_per_gpu(n_gpu, fails):
-    from tpt.train import check_one_process_per_gpu
+    from tpt.train_setup import check_one_process_per_gpu
 
     if fails:
         with pytest.raises(DataError, match="8 GPUs are visible to one process: launch one process per GPU"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig
 
+from tpt.device import DTYPES
 from tpt.prompt import TEMPLATES
 
 
@@ -110,7 +111,7 @@ class ModelArguments(ModelConfig):
             "the compute dtype (bfloat16 under --bf16) for a LoRA base, which never changes. bfloat16 weights keep "
             "8 significant bits: an AdamW step moves a weight by about the learning rate, and at lr 1e-6 that is "
             "below half a bf16 step for any weight above ~2.5e-4 in size, so most updates round away",
-            "choices": ["auto", "bfloat16", "float16", "float32"]})
+            "choices": list(DTYPES)})
     attn_implementation: str | None = field(
         default=None, metadata={"help": "attention kernel (eager, sdpa, flash_attention_2, ...); default: eager "
                                 "where the model config soft-caps attention logits (Gemma-2), else sdpa"})
