@@ -10,6 +10,7 @@ with a changed LR: the stage whose setting changed refuses, never silently keeps
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -34,6 +35,13 @@ def _env(tmp_path, train, test, out):
     return env
 
 
+def _free_port():
+    # A fixed port fails when another torchrun on the machine holds it (two test runs at once).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _write(path, records):
     path.write_text(json.dumps(records))
     return path
@@ -52,7 +60,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH="torchrun --nproc_per_node 2 --master_port 29535",
+               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {_free_port()}",
                # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
                # sequences), so it spends several calls journaling and the kill lands between two of them.
                N="2", BATCH_SIZE="1")
@@ -117,7 +125,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     R = out / "round1"
     for line in (f"skip: {out / 'round0' / 'eval'} is finished", f"skip: {R / 'think'} is finished",
                  f"skip: {R / 'think'} is scored", f"skip: {R / 'data'} is split"):
-        assert line in changed.stdout.splitlines(), line
+        assert line in changed.stdout, line
     errors = {line for line in changed.stderr.splitlines() if line.startswith("error:")}  # each rank says it
     assert len(errors) == 1, changed.stderr[-3000:]
     error = errors.pop()
