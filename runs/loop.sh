@@ -66,8 +66,8 @@ eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
     --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" --template "$TEMPLATE" $GEN_ARGS
 }
 
-# think_dir, think_resample_dir, think_hint_dir, data_dir, train_json, eval_json, model_dir, eval_dir and
-# report_dir of round $1 (python -m tpt.layout --out OUT --round 1 prints them).
+# think_dir, think_resample_dir, think_hint_dir, data_dir, train_json, eval_json, model_dir, eval_dir,
+# report_dir of round $1, and kept_file (Prune's kept traces in a Think folder): python -m tpt.layout prints them.
 round_layout() { local layout; layout=$($PYTHON -m tpt.layout --out "$OUT" --round "$1"); eval "$layout"; }
 
 round_layout 0
@@ -82,7 +82,7 @@ think_pass() {  # think_pass MODEL_PATH OUTPUT_DIR NUM_SAMPLES SEED [gen_synth f
     --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
   $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
     --max_per_question "$MAX_PER_QUESTION"
-  if [ -f "$dir/correct_answers.json" ]; then kept+=("$dir/correct_answers.json"); fi
+  if [ -f "$dir/$kept_file" ]; then kept+=("$dir/$kept_file"); fi
 }
 
 current=$MODEL

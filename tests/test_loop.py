@@ -137,11 +137,12 @@ def test_layout_prints_the_folders_loop_sh_reads(tmp_path):
     # runs/loop.sh evals these assignments: each path must come through whole, a space in OUT included.
     out = tmp_path / "my out"
     script = ('eval "$("$1" -m tpt.layout --out "$2" --round 2)"; '
-              'printf "%s\\n" "$think_dir" "$model_dir" "$train_json" "$report_dir"')
+              'printf "%s\\n" "$think_dir" "$model_dir" "$train_json" "$report_dir" "$kept_file"')
     shown = subprocess.run(["bash", "-c", script, "bash", PYTHON, str(out)], cwd=ROOT, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == [str(out / "round2" / "think"), str(out / "round2" / "model"),
-                                         str(out / "round2" / "data" / "train.json"), str(out / "report")]
+                                         str(out / "round2" / "data" / "train.json"), str(out / "report"),
+                                         "correct_answers.json"]
 
 
 def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
