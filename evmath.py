@@ -7,14 +7,20 @@
 root whose subfolders each hold one model's e*.json: each is scored. Writes into each samples folder
 scored.json, pass_at_k_results.json, pass_at_k_results.csv, correct_answers.json and evmath_manifest.json.
 Every folder is read and validated before anything is written.
+
+Run again, a folder already scored from the same files (answer file and e-files, by content) with the same
+settings is skipped (`skip: FOLDER is scored`); otherwise it is scored again, with one line naming what changed.
+A Think folder that sampled nothing (gen_synth.py --skip_solved when every question has a kept trace: its
+manifest.json says num_questions 0, no e0.json) is skipped with one line, nothing written.
 """
 import argparse
 import gc
 import os
 import time
 
-from tpt.io import DataError, fail, read_questions
-from tpt.manifest import write_manifest
+from tpt.io import DataError, fail, read_questions, sample_paths, sha256_file, sha256_files
+from tpt.layout import EVMATH_MANIFEST, MANIFEST
+from tpt.manifest import forget_run, holds_same_run, read_manifest, write_manifest
 from tpt.scoring import format_summary, load_samples_dir, score_loaded
 
 
@@ -48,6 +54,13 @@ def find_sample_folders(samples_dir):
     return subs
 
 
+def sampled_nothing(folder):
+    """True for a Think folder whose pass had no question left to sample (manifest.json: num_questions 0)."""
+    manifest = read_manifest(folder, MANIFEST) if os.path.isdir(folder) else None
+    return (isinstance(manifest, dict) and manifest.get("num_questions") == 0
+            and not os.path.isfile(os.path.join(folder, "e0.json")))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # Scoring allocates about a million objects and makes no reference cycles: without this the cyclic
@@ -56,17 +69,33 @@ def main(argv=None):
     if args.max_per_question < 0:
         fail(f"--max_per_question must be 0 (all) or more, got {args.max_per_question}")
     try:
-        questions = read_questions(args.answer_path)
+        if sampled_nothing(args.samples_dir):
+            print(f"skip: {args.samples_dir} sampled nothing (every question has a kept trace)")
+            return
         folders = find_sample_folders(args.samples_dir)
-        loaded = [(d, *load_samples_dir(d, questions, args.num_samples)) for d in folders]
+        # What the scores depend on: these settings and the content (not the names) of the files read.
+        settings = {"num_samples": args.num_samples, "k": args.k, "max_per_question": args.max_per_question,
+                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated,
+                    "answer_sha256": sha256_file(args.answer_path)}
+        fingerprints = {d: settings | {"samples_sha256": sha256_files(sample_paths(d, args.num_samples))}
+                        for d in folders}
+        todo = []
+        for d in folders:
+            if holds_same_run(d, fingerprints[d], EVMATH_MANIFEST):
+                print(f"skip: {d} is scored")
+            else:
+                todo.append(d)
+        questions = read_questions(args.answer_path) if todo else []
+        loaded = [(d, *load_samples_dir(d, questions, args.num_samples)) for d in todo]
     except DataError as e:
         fail(str(e))
     for folder, sampled, sample_files in loaded:
         start = time.time()
+        forget_run(folder, EVMATH_MANIFEST)
         summary = score_loaded(folder, sampled, sample_files, args.k, args.max_per_question,
                                args.strict_only, args.keep_truncated)
-        write_manifest(folder, args, filename="evmath_manifest.json", seconds=round(time.time() - start, 3),
-                       summary=summary)
+        write_manifest(folder, args, filename=EVMATH_MANIFEST, seconds=round(time.time() - start, 3),
+                       fingerprint=fingerprints[folder], summary=summary)
         print(f"{folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
         print(f"{folder}: {format_summary(summary)}")
 

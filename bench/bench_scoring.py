@@ -86,8 +86,11 @@ def main():
         score_cmd = [sys.executable, os.path.join(ROOT, "evmath.py"), "--samples_dir", folder,
                      "--answer_path", args.answers, "--num_samples", str(args.num_samples)]
         reads, scores = [], []
+        manifest = os.path.join(folder, "evmath_manifest.json")
         for _ in range(args.repeats):
             reads.append(timed(read_cmd))
+            if os.path.exists(manifest):  # evmath.py skips a folder it scored from the same files: score each time
+                os.remove(manifest)
             scores.append(timed(score_cmd))
         with open(os.path.join(folder, "pass_at_k_results.json")) as f:
             summary = json.load(f)

@@ -10,10 +10,8 @@ export PYTHON=${PYTHON:-python}
 # Sized by power (README, The demo): the task's space holds 242 distinct questions; 200 test draws keep 130 distinct
 # test questions and 400 train draws 96 train questions once repeats and overlap go. Eval samples 130 x 4 = 520
 # (the paired test then detects about +-5 pts of answer pass@1), Think all 96 x 4.
-if [ ! -f "$OUT/data/make_data_manifest.json" ]; then
-  $PYTHON make_data.py gym --out_dir "$OUT/data" --train_size "${DEMO_TRAIN_QUESTIONS:-400}" \
-    --test_size "${DEMO_TEST_QUESTIONS:-200}"
-fi
+$PYTHON make_data.py gym --out_dir "$OUT/data" --train_size "${DEMO_TRAIN_QUESTIONS:-400}" \
+  --test_size "${DEMO_TEST_QUESTIONS:-200}"
 
 export MODEL=${MODEL:-smollm2-135m}
 export TRAIN_DATA=$OUT/data/train.json TEST_DATA=$OUT/data/test.json

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The TPT loop: R rounds of Think -> Prune -> Train, with Eval of the base model and of every round's model,
-# then a report. Every stage is its own process (GPU memory is freed between stages) and is skipped when its
-# manifest says it finished, so a loop killed at any point picks up where it stopped when started again.
+# then a report. Every stage is its own process (GPU memory is freed between stages), and the loop calls every
+# stage every time: each stage decides from its own folder. Think, Eval and Train skip a folder that holds their
+# finished run with the same settings, resume one killed mid-way, and refuse (one line naming the setting) one made
+# with other settings; Prune (evmath.py, make_json.py) skips when its inputs and settings are the same and redoes
+# its work otherwise. So a loop killed at any point picks up where it stopped when started again, and one started
+# again with a changed setting never silently keeps the old stage. Folder names come from tpt/layout.py.
 #
 #   MODEL=google/gemma-2-2b-it ROUNDS=3 OUT=out/gemma2b bash runs/loop.sh
 #   MODEL=google/gemma-2-9b-it TRAIN_LAUNCH="accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8" \
@@ -43,7 +47,6 @@ GEN_ARGS=${GEN_ARGS:-}                        # extra gen_synth.py / gen_eval.py
 
 cd "$(dirname "$0")/.."
 stage() { echo; echo "=== $*"; }
-done_in() { [ -f "$1" ]; }   # a stage is finished when its manifest exists: manifests are written last
 
 # One Train process cannot use several GPUs (TRL refuses DataParallel): stop before anything loads, not at round 1.
 if [ -z "$TRAIN_LAUNCH" ]; then
@@ -58,67 +61,62 @@ fi
 $PYTHON make_data.py check --train "$TRAIN_DATA" --test "$TEST_DATA"
 
 eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
-  if done_in "$2/manifest.json"; then echo "skip: $2 is finished"; return; fi
   $PYTHON gen_eval.py --model_name "$1" --math "$TEST_DATA" --output_dir "$2" --numsamples "$EVAL_N" \
     --temperature "$EVAL_TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
     --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" --template "$TEMPLATE" $GEN_ARGS
 }
 
+# think_dir, think_resample_dir, think_hint_dir, data_dir, train_json, eval_json, model_dir, eval_dir,
+# report_dir of round $1, and kept_file (Prune's kept traces in a Think folder): python -m tpt.layout prints them.
+round_layout() { local layout; layout=$($PYTHON -m tpt.layout --out "$OUT" --round "$1"); eval "$layout"; }
+
+round_layout 0
 stage "round 0: Eval of the base model $MODEL"
-eval_model "$MODEL" "$OUT/round0/eval"
-evals=("$OUT/round0/eval")
+eval_model "$MODEL" "$eval_dir"
+evals=("$eval_dir")
 
 think_pass() {  # think_pass MODEL_PATH OUTPUT_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
   local model=$1 dir=$2 n=$3 seed=$4; shift 4
-  if done_in "$dir/manifest.json"; then echo "skip: $dir is finished"; else
-    $PYTHON gen_synth.py --model_name "$model" --math "$TRAIN_DATA" --output_dir "$dir" --num_samples "$n" \
-      --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-      --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
-  fi
-  if done_in "$dir/evmath_manifest.json"; then echo "skip: $dir is scored"
-  elif [ ! -f "$dir/e0.json" ]; then echo "skip: $dir sampled nothing (every question has a kept trace)"; else
-    $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
-      --max_per_question "$MAX_PER_QUESTION"
-  fi
-  if [ -f "$dir/correct_answers.json" ]; then kept+=("$dir/correct_answers.json"); fi
+  $PYTHON gen_synth.py --model_name "$model" --math "$TRAIN_DATA" --output_dir "$dir" --num_samples "$n" \
+    --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
+    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
+  $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
+    --max_per_question "$MAX_PER_QUESTION"
+  if [ -f "$dir/$kept_file" ]; then kept+=("$dir/$kept_file"); fi
 }
 
 current=$MODEL
 for r in $(seq 1 "$ROUNDS"); do
-  R=$OUT/round$r
+  round_layout "$r"
   kept=()
   stage "round $r: Think with $current, then Prune"
-  think_pass "$current" "$R/think" "$N" "$((SEED + r))"
+  think_pass "$current" "$think_dir" "$N" "$((SEED + r))"
   if [ "$RESAMPLE_N" -gt 0 ]; then
     stage "round $r: Think again ($RESAMPLE_N samples) on the questions with no kept trace"
-    think_pass "$current" "$R/think_resample" "$RESAMPLE_N" "$((SEED + r + 1000))" --skip_solved "${kept[@]}"
+    think_pass "$current" "$think_resample_dir" "$RESAMPLE_N" "$((SEED + r + 1000))" --skip_solved "${kept[@]}"
   fi
   if [ "$RATIONALIZE" = 1 ]; then
     stage "round $r: Think with the answer as a hint on the questions still unsolved"
-    think_pass "$current" "$R/think_hint" "$N" "$((SEED + r + 2000))" --hint --skip_solved "${kept[@]}"
+    think_pass "$current" "$think_hint_dir" "$N" "$((SEED + r + 2000))" --hint --skip_solved "${kept[@]}"
   fi
 
   stage "round $r: Prune (split the kept traces of every pass)"
-  if done_in "$R/data/make_json_manifest.json"; then echo "skip: $R/data is split"; else
-    $PYTHON make_json.py --input "${kept[@]}" --train_output "$R/data/train.json" \
-      --eval_output "$R/data/eval.json" --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
-  fi
+  $PYTHON make_json.py --input "${kept[@]}" --train_output "$train_json" --eval_output "$eval_json" \
+    --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
 
   stage "round $r: Train"
   if [ "$INIT_FROM" = base ]; then init=$MODEL; else init=$current; fi
-  if done_in "$R/model/manifest.json"; then echo "skip: $R/model is trained"; else
-    ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_data_path "$R/data/train.json" \
-      --eval_data_path "$R/data/eval.json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
-      --output_dir "$R/model" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
-  fi
-  current=$R/model
+  ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_data_path "$train_json" \
+    --eval_data_path "$eval_json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
+    --output_dir "$model_dir" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
+  current=$model_dir
 
   stage "round $r: Eval of $current"
-  eval_model "$current" "$R/eval"
-  evals+=("$R/eval")
+  eval_model "$current" "$eval_dir"
+  evals+=("$eval_dir")
 done
 
 stage "report"
 report_flags=()
 [ "$REPORT_TO" = wandb ] && report_flags+=(--wandb)
-$PYTHON report.py --rounds "${evals[@]}" --out "$OUT/report" "${report_flags[@]}"
+$PYTHON report.py --rounds "${evals[@]}" --out "$report_dir" "${report_flags[@]}"

@@ -4,6 +4,7 @@ Runtime budget: < 15 s.
 """
 import csv
 import json
+import re
 import subprocess
 
 import pytest
@@ -172,3 +173,45 @@ def test_manifest_versions_match_importlib_metadata(fixture_run):
         except importlib.metadata.PackageNotFoundError:
             want = None
         assert versions[name] == want, name
+
+
+def _rewrite_first_solution(path):
+    records = read_json(path)
+    records[0]["solution"] = "I do not know."
+    path.write_text(json.dumps(records))
+
+
+@pytest.mark.parametrize("flags, change, named", [
+    ([], None, None),  # the same files and settings: one skip line, nothing rewritten
+    (["--max_per_question", "0"], None, "max_per_question: 1 -> 0"),  # a changed setting: scored again, named
+    ([], _rewrite_first_solution, "samples_sha256"),  # a sample file's content changed: scored again
+])
+def test_run_again_skips_the_same_and_redoes_a_change(fixture_run, flags, change, named):
+    run = fixture_run / "run"
+    first = ["--samples_dir", run, "--answer_path", fixture_run / "answers.json", "--num_samples", NUM_SAMPLES]
+    evmath(*first)
+    outputs = [p.name for p in run.iterdir() if not re.fullmatch(r"e\d+\.json", p.name)]
+    assert "evmath_manifest.json" in outputs and "correct_answers.json" in outputs
+    stamps = {name: (run / name).stat().st_mtime_ns for name in outputs}
+    if change:
+        change(run / "e1.json")
+    again = evmath(*first, *flags)
+    if named is None:
+        assert again.stdout == f"skip: {run} is scored\n"
+        assert {name: (run / name).stat().st_mtime_ns for name in outputs} == stamps
+    else:
+        assert again.stdout.startswith(f"redo: {run}: ") and named in again.stdout.splitlines()[0]
+        assert all((run / name).stat().st_mtime_ns != stamp for name, stamp in stamps.items())
+        manifest = read_json(run / "evmath_manifest.json")
+        assert manifest["summary"]["max_per_question"] == (0 if flags else 1)
+        assert evmath(*first, *flags).stdout == f"skip: {run} is scored\n"  # and now it is the finished run
+
+
+def test_a_think_pass_that_sampled_nothing_is_skipped(tmp_path):
+    # gen_synth.py --skip_solved when every question has a kept trace: a manifest, no sample file.
+    run = tmp_path / "think_resample"
+    run.mkdir()
+    (run / "manifest.json").write_text(json.dumps({"script": "gen_synth.py", "num_questions": 0}))
+    result = evmath("--samples_dir", run, "--answer_path", tmp_path / "nowhere.json", "--num_samples", 2)
+    assert result.stdout == f"skip: {run} sampled nothing (every question has a kept trace)\n"
+    assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]

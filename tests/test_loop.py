@@ -4,11 +4,13 @@ The questions are one-step sums that SmolLM2-135M answers greedily with the plai
 at least one trace and every stage (Eval, Think, Prune, Train, Eval, report) really runs. One loop is killed in
 the middle of Think and started again (it must finish with whole files), then run a third time (nothing reruns).
 That loop trains through TRAIN_LAUNCH="torchrun --nproc_per_node 2" (two gloo ranks), as on a multi-GPU node: one
-loop run less than testing the launcher in a loop of its own.
+loop run less than testing the launcher in a loop of its own. Then it is started again with a changed EVAL_N and
+with a changed LR: the stage whose setting changed refuses, never silently keeps its old run.
 """
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 
@@ -33,6 +35,13 @@ def _env(tmp_path, train, test, out):
     return env
 
 
+def _free_port():
+    # A fixed port fails when another torchrun on the machine holds it (two test runs at once).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def _write(path, records):
     path.write_text(json.dumps(records))
     return path
@@ -51,7 +60,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH="torchrun --nproc_per_node 2 --master_port 29535",
+               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {_free_port()}",
                # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
                # sequences), so it spends several calls journaling and the kill lands between two of them.
                N="2", BATCH_SIZE="1")
@@ -96,6 +105,44 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("skip: ") == 6
     assert {m: (out / m).stat().st_mtime_ns for m in MARKERS[:-1]} == stamps
+
+    # 4. Started again with another EVAL_N: the base model's Eval refuses with one line naming its folder and the
+    # setting, and the loop stops there. Nothing is rewritten.
+    stamps = {m: (out / m).stat().st_mtime_ns for m in MARKERS}
+    changed = subprocess.run(["bash", *loop], cwd=ROOT, env=env | {"EVAL_N": "2"}, capture_output=True, text=True,
+                             timeout=300)
+    assert changed.returncode != 0
+    errors = [line for line in changed.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, changed.stderr[-3000:]
+    assert str(out / "round0" / "eval") in errors[0] and "num_samples" in errors[0]
+    assert {m: (out / m).stat().st_mtime_ns for m in MARKERS} == stamps
+
+    # 5. Started again with another LR: Eval, Think and Prune are the same runs and skip; Train refuses with one
+    # line naming learning_rate, and the loop stops there. Nothing is rewritten.
+    changed = subprocess.run(["bash", *loop], cwd=ROOT, env=env | {"LR": "1e-5"}, capture_output=True, text=True,
+                             timeout=300)
+    assert changed.returncode != 0
+    R = out / "round1"
+    for line in (f"skip: {out / 'round0' / 'eval'} is finished", f"skip: {R / 'think'} is finished",
+                 f"skip: {R / 'think'} is scored", f"skip: {R / 'data'} is split"):
+        assert line in changed.stdout, line
+    errors = {line for line in changed.stderr.splitlines() if line.startswith("error:")}  # each rank says it
+    assert len(errors) == 1, changed.stderr[-3000:]
+    error = errors.pop()
+    assert str(R / "model") in error and "learning_rate" in error
+    assert {m: (out / m).stat().st_mtime_ns for m in MARKERS} == stamps
+
+
+def test_layout_prints_the_folders_loop_sh_reads(tmp_path):
+    # runs/loop.sh evals these assignments: each path must come through whole, a space in OUT included.
+    out = tmp_path / "my out"
+    script = ('eval "$("$1" -m tpt.layout --out "$2" --round 2)"; '
+              'printf "%s\\n" "$think_dir" "$model_dir" "$train_json" "$report_dir" "$kept_file"')
+    shown = subprocess.run(["bash", "-c", script, "bash", PYTHON, str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.splitlines() == [str(out / "round2" / "think"), str(out / "round2" / "model"),
+                                         str(out / "round2" / "data" / "train.json"), str(out / "report"),
+                                         "correct_answers.json"]
 
 
 def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):

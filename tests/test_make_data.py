@@ -54,6 +54,17 @@ def test_gym_train_and_test_are_disjoint(tmp_path):
     assert manifest["files"] == {"train.json": len(train), "test.json": len(test)}
     assert len(train) == 120 - manifest["train_overlap"] - manifest["train_duplicates"]
 
+    # Run again: the same flags skip (one line, nothing rewritten); another seed makes the data again and says so.
+    flags = ["gym", "--out_dir", tmp_path, "--train_size", 120, "--test_size", 40, "--train_seed", 5, "--test_seed", 5000]
+    stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
+    again = run(*flags)
+    assert again.returncode == 0 and again.stdout == f"skip: {tmp_path} is made\n"
+    assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
+    reseeded = run(*flags[:-1], 6000)
+    assert reseeded.returncode == 0 and reseeded.stdout.startswith(f"redo: {tmp_path}: ")
+    assert "test_seed: 5000 -> 6000" in reseeded.stdout.splitlines()[0]
+    assert read_json(tmp_path / "make_data_manifest.json")["args"]["test_seed"] == 6000
+
 
 def test_gym_overlap_is_removed_from_train():
     # one-digit sums of two terms: a small space, so two seeds certainly draw shared questions

@@ -92,3 +92,36 @@ def test_drop_excluded_says_how_many(tmp_path, shared_data):
     assert f"dropped {len(test_kept)} traces" in result.stdout
     out = read_json(tmp_path / "t.json") + read_json(tmp_path / "e.json")
     assert len(out) == 20 and {r["idt"] for r in out} <= {r["idt"] for r in train_kept}
+
+
+def _drop_last_trace(path):
+    path.write_text(json.dumps(read_json(path)[:-1]))
+
+
+@pytest.mark.parametrize("flags, change, named", [
+    ([], None, None),  # the same inputs and settings: one skip line, nothing rewritten
+    (["--train_size", "100"], None, "train_size: 150 -> 100"),  # a changed setting: split again, named
+    ([], _drop_last_trace, "input_sha256"),  # an input file's content changed: split again
+])
+def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, flags, change, named):
+    kept = tmp_path / "kept.json"
+    kept.write_text(json.dumps(read_json(TPT_REF / "ev.json")))
+    data = tmp_path / "data"
+    first = ["--input", kept, "--train_output", data / "train.json", "--eval_output", data / "eval.json",
+             "--train_size", 150, "--exclude", TPT_REF / "test500.json"]
+    make_json(*first)
+    outputs = ("train.json", "eval.json", "make_json_manifest.json")
+    stamps = {name: (data / name).stat().st_mtime_ns for name in outputs}
+    if change:
+        change(kept)
+    again = make_json(*first, *flags)
+    if named is None:
+        assert again.stdout == f"skip: {data} is split\n"
+        assert {name: (data / name).stat().st_mtime_ns for name in outputs} == stamps
+    else:
+        assert again.stdout.startswith(f"redo: {data}: ") and named in again.stdout.splitlines()[0]
+        assert all((data / name).stat().st_mtime_ns != stamp for name, stamp in stamps.items())
+        manifest = read_json(data / "make_json_manifest.json")
+        assert manifest["input_traces"] == len(read_json(kept))  # made from the new input
+        assert manifest["args"]["train_size"] == (100 if flags else 150)  # and the new setting
+        assert make_json(*first, *flags).stdout == f"skip: {data} is split\n"  # and now it is the finished run

@@ -9,6 +9,7 @@ Bad input raises DataError with one line naming the file and the record; scripts
 Every write goes to a temp file in the same folder and is renamed into place, so no reader ever sees half a file.
 """
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -102,6 +103,26 @@ def read_json(path):
         raise DataError(f"{path}: malformed JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason})") from None
+
+
+def sha256_file(path):
+    """The hex sha256 of a file's bytes; a missing file is a DataError naming it."""
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: file not found")
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_files(paths):
+    """One hex sha256 for the contents of several files, in order: how a stage fingerprints its input files
+    (their content, never their names)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
 
 
 def read_jsonl(path):

@@ -94,3 +94,26 @@ def finished_run(folder, fingerprint, filename="manifest.json"):
                         f"({changed_settings(manifest.get('fingerprint'), fingerprint)}); "
                         "use another output folder, or remove this one to redo it")
     return manifest
+
+
+def holds_same_run(folder, fingerprint, filename):
+    """True when folder holds the finished run (its manifest `filename`) made with this fingerprint. For the
+    cheap, deterministic stages (Prune, make_data) that redo rather than refuse: when the folder holds a run
+    made with other inputs or settings, one line says what changed, and the stage then redoes it."""
+    manifest = read_manifest(folder, filename)
+    if manifest is None:
+        return False
+    stored = manifest.get("fingerprint") if isinstance(manifest, dict) else None
+    if stored == fingerprint:
+        return True
+    print(f"redo: {folder}: its {filename} was made with other inputs or settings "
+          f"({changed_settings(stored, fingerprint)})")
+    return False
+
+
+def forget_run(folder, filename):
+    """Remove a finished run's manifest before its outputs are replaced: a run killed half-way through the
+    replacing is then redone, never vouched for by the old manifest."""
+    path = os.path.join(folder, filename)
+    if os.path.isfile(path):
+        os.remove(path)

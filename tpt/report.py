@@ -24,12 +24,13 @@ effect at 80% power and two-sided 5% level, (z_0.975 + z_0.80) * sd(d) / sqrt(qu
 change" reads as "no change larger than that".
 """
 import csv
-import glob
 import io
 import math
 import os
 
 from tpt.io import DataError, atomic_file, read_json, sample_paths, write_json, write_text
+from tpt.layout import (DATA, EVAL, EVAL_FILE, KEPT_FILE, MANIFEST, MANIFESTS, MODEL, SCORED_FILE, SUMMARY_FILE,
+                        THINK, THINK_PASSES, TRAIN_FILE, round_folders)
 
 CONFIDENCE_LEVEL = 0.95
 POWER = 0.80
@@ -38,14 +39,10 @@ METRICS = ("answer", "strict", "format")  # per-question rates the paired bootst
 
 # ---------------------------------------------------------------- reading
 
-THINK_PASSES = {"think": "sample", "think_resample": "resample", "think_hint": "hint"}  # folder: origin
-
-
 def _stage_folders(eval_dir):
     """{stage: folder} of the round that eval_dir belongs to (loop layout: think/, data/, model/ beside eval/)."""
-    round_dir = os.path.dirname(os.path.abspath(eval_dir))
-    return {"think": os.path.join(round_dir, "think"), "data": os.path.join(round_dir, "data"),
-            "model": os.path.join(round_dir, "model"), "eval": os.path.abspath(eval_dir)}
+    folders = round_folders(os.path.dirname(os.path.abspath(eval_dir)))
+    return {THINK: folders[THINK], DATA: folders[DATA], MODEL: folders[MODEL], EVAL: os.path.abspath(eval_dir)}
 
 
 def _read_scored(path):
@@ -80,7 +77,7 @@ def _stage_records(folders):
     """One row per manifest found in the round's stage folders: stage, script, tokens/s, wall seconds, train loss."""
     rows = []
     for stage, folder in folders.items():
-        for path in sorted(glob.glob(os.path.join(folder, "*manifest.json"))):
+        for path in [os.path.join(folder, name) for name in MANIFESTS if os.path.isfile(os.path.join(folder, name))]:
             m = read_json(path)
             if not isinstance(m, dict):
                 continue
@@ -111,13 +108,13 @@ def read_think_passes(round_dir):
     origin (records without one take their pass's), and correct hinted traces dropped as leaning on the hint."""
     passes = []
     for name, origin in THINK_PASSES.items():
-        manifest_path = os.path.join(round_dir, name, "manifest.json")
+        manifest_path = os.path.join(round_dir, name, MANIFEST)
         if not os.path.isfile(manifest_path):
             continue
         m = read_json(manifest_path)
-        kept_path = os.path.join(round_dir, name, "correct_answers.json")
+        kept_path = os.path.join(round_dir, name, KEPT_FILE)
         kept = read_json(kept_path) if os.path.isfile(kept_path) else []
-        summary_path = os.path.join(round_dir, name, "pass_at_k_results.json")
+        summary_path = os.path.join(round_dir, name, SUMMARY_FILE)
         summary = read_json(summary_path) if os.path.isfile(summary_path) else {}
         by_origin = {}
         for rec in kept:
@@ -164,30 +161,30 @@ def load_round(eval_dir, label):
     """Everything the report uses about one round, read from its Eval folder and the stage folders beside it."""
     if not os.path.isdir(eval_dir):
         raise DataError(f"{eval_dir}: eval folder not found")
-    for name in ("scored.json", "pass_at_k_results.json"):
+    for name in (SCORED_FILE, SUMMARY_FILE):
         if not os.path.isfile(os.path.join(eval_dir, name)):
             raise DataError(f"{eval_dir}: no {name} (score the folder with evmath.py first)")
-    summary = read_json(os.path.join(eval_dir, "pass_at_k_results.json"))
+    summary = read_json(os.path.join(eval_dir, SUMMARY_FILE))
     if not isinstance(summary, dict):
-        raise DataError(f"{eval_dir}/pass_at_k_results.json: expected a JSON object")
+        raise DataError(f"{eval_dir}/{SUMMARY_FILE}: expected a JSON object")
     folders = _stage_folders(eval_dir)
-    think_summary_path = os.path.join(folders["think"], "pass_at_k_results.json")
+    think_summary_path = os.path.join(folders[THINK], SUMMARY_FILE)
     think = read_json(think_summary_path) if os.path.isfile(think_summary_path) else {}
     kept = think.get("num_kept")
     if kept is None:
-        kept = _count(os.path.join(folders["think"], "correct_answers.json"))
+        kept = _count(os.path.join(folders[THINK], KEPT_FILE))
     return {
         "label": label,
         "eval_dir": eval_dir,
         "summary": summary,
-        "questions": per_question(_read_scored(os.path.join(eval_dir, "scored.json"))),
+        "questions": per_question(_read_scored(os.path.join(eval_dir, SCORED_FILE))),
         "stages": _stage_records(folders),
         "kept_traces": kept,
         "think_pass@1": think.get("pass@1"),
-        "train_records": _count(os.path.join(folders["data"], "train.json")),
-        "eval_records": _count(os.path.join(folders["data"], "eval.json")),
+        "train_records": _count(os.path.join(folders[DATA], TRAIN_FILE)),
+        "eval_records": _count(os.path.join(folders[DATA], EVAL_FILE)),
         "mean_chars": _mean_chars(eval_dir, summary.get("num_samples")),
-        "think_passes": read_think_passes(os.path.dirname(folders["eval"])),
+        "think_passes": read_think_passes(os.path.dirname(folders[EVAL])),
     }
 
 
@@ -196,7 +193,7 @@ def default_labels(eval_dirs):
     labels = []
     for d in eval_dirs:
         path = os.path.abspath(d)
-        labels.append(os.path.basename(os.path.dirname(path)) if os.path.basename(path) == "eval" else os.path.basename(path))
+        labels.append(os.path.basename(os.path.dirname(path)) if os.path.basename(path) == EVAL else os.path.basename(path))
     return labels if len(set(labels)) == len(labels) else [f"r{i}" for i in range(len(eval_dirs))]
 
 

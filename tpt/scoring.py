@@ -19,13 +19,9 @@ from operator import itemgetter
 
 from tpt.extract import extract_pair, number_text
 from tpt.io import DataError, check_samples, normalize_text, read_samples, sample_paths, write_json, write_text
+from tpt.layout import CSV_FILE, KEPT_FILE, SCORED_FILE, SUMMARY_FILE
 from tpt.metrics import maj_at_k, mean_pass_at_k, pass1_ci95
 from tpt.prompt import leans_on_hint
-
-SCORED_FILE = "scored.json"
-SUMMARY_FILE = "pass_at_k_results.json"
-CSV_FILE = "pass_at_k_results.csv"
-KEPT_FILE = "correct_answers.json"
 
 
 def load_samples_dir(samples_dir, questions, num_samples):
