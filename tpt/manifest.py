@@ -89,6 +89,9 @@ def finished_run(folder, fingerprint, filename="manifest.json"):
     manifest = read_manifest(folder, filename)
     if manifest is None:
         return None
+    if "fingerprint" not in manifest:  # written before its stage recorded one: settings unknown, not comparable
+        raise DataError(f"{folder}: holds a finished run that recorded no settings to compare (made by an older "
+                        "TPT); use another output folder, or remove this one to redo it")
     if manifest.get("fingerprint") != fingerprint:
         raise DataError(f"{folder}: holds a finished run with different arguments "
                         f"({changed_settings(manifest.get('fingerprint'), fingerprint)}); "
@@ -106,8 +109,8 @@ def holds_same_run(folder, fingerprint, filename):
     stored = manifest.get("fingerprint") if isinstance(manifest, dict) else None
     if stored == fingerprint:
         return True
-    print(f"redo: {folder}: its {filename} was made with other inputs or settings "
-          f"({changed_settings(stored, fingerprint)})")
+    what = changed_settings(stored, fingerprint) if stored else "it recorded none, made by an older TPT"
+    print(f"redo: {folder}: its {filename} was made with other inputs or settings ({what})")
     return False
 
 

@@ -12,24 +12,15 @@ with the model's chat template, masks the prompt and labels the completion. Two 
 Before training, check_examples proves on real examples that the prompt ids equal encode_prompt (what Think feeds
 the model) and that the labels are the completion plus the end-of-turn token; otherwise one clear error.
 """
-import hashlib
 import os
 
-from tpt.io import DataError, read_questions
+from tpt.io import DataError, read_questions, sha256_file
 from tpt.models import stop_token_ids
 from tpt.prompt import build_messages, encode_prompt
 from tpt.split import find_overlap
 
 IGNORE = -100  # the label of a token that carries no loss
 NUM_CHECKED = 16  # examples whose prompt is re-tokenized and compared with encode_prompt before training
-
-
-def sha256_file(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_train_data(train_path, eval_path=None):
