@@ -94,7 +94,7 @@ def main(argv=None):
         forget_run(folder, EVMATH_MANIFEST)
         summary = score_loaded(folder, sampled, sample_files, args.k, args.max_per_question,
                                args.strict_only, args.keep_truncated)
-        write_manifest(folder, args, filename=EVMATH_MANIFEST, seconds=round(time.time() - start, 3),
+        write_manifest(folder, vars(args), filename=EVMATH_MANIFEST, seconds=round(time.time() - start, 3),
                        fingerprint=fingerprints[folder], summary=summary)
         print(f"{folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
         print(f"{folder}: {format_summary(summary)}")

@@ -96,7 +96,7 @@ def main():
     for name, questions in files.items():
         write_json(os.path.join(args.out_dir, name), questions)
     counts = {name: len(q) for name, q in files.items()}
-    write_manifest(args.out_dir, args, filename=MANIFEST, fingerprint=fingerprint, files=counts, **fields)
+    write_manifest(args.out_dir, vars(args), filename=MANIFEST, fingerprint=fingerprint, files=counts, **fields)
     print(f"make_data: wrote {', '.join(f'{n} ({c})' for n, c in counts.items())} to {args.out_dir}")
 
 

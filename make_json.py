@@ -71,7 +71,7 @@ def main(argv=None):
     summary = {"input_traces": len(records), "input_questions": len(group_by_question(records)),
                "train_traces": len(train), "eval_traces": len(evals), "left_out_traces": left_out,
                "dropped_excluded": dropped}
-    write_manifest(folder, args, filename=MAKE_JSON_MANIFEST, fingerprint=fingerprint, **summary)
+    write_manifest(folder, vars(args), filename=MAKE_JSON_MANIFEST, fingerprint=fingerprint, **summary)
     print(f"train: {args.train_output} | eval: {args.eval_output}")
     print(" | ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
 

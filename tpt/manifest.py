@@ -51,7 +51,7 @@ def _package_versions():
     return out
 
 
-def write_manifest(folder, args, filename="manifest.json", **fields):
+def write_manifest(folder, flags, filename="manifest.json", **fields):
     """Write folder/<filename> with the script, its args, package versions and any extra fields.
 
     Stages that write into another stage's folder (evmath.py into the samples folder) use their own filename.
@@ -59,7 +59,7 @@ def write_manifest(folder, args, filename="manifest.json", **fields):
     record = {
         "script": os.path.basename(sys.argv[0]),
         "argv": sys.argv[1:],
-        "args": vars(args) if hasattr(args, "__dict__") else dict(args),
+        "args": dict(flags),
         "versions": package_versions(),
         "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
