@@ -89,10 +89,7 @@ def main(argv=None):
                   f"model → {output_dir}")
         run.trainer.end()  # finish W&B, leave the process group
     except DataError as e:
-        # Every rank checks the same files and settings and fails alike; the main process says it once.
-        if main_process:
-            fail(str(e))
-        raise SystemExit(2) from None
+        fail(str(e))
 
 
 if __name__ == "__main__":
