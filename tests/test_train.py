@@ -69,7 +69,8 @@ def test_prompt_ids_equal_what_think_feeds(built):
         assert ex["input_ids"][: len(prompt)] == prompt
 
 
-@pytest.mark.parametrize("template", ["tpt", "plain"])
+# "Q: {question}" is a user's own template: Think and Eval take it, so Train must too (one validator, check_template).
+@pytest.mark.parametrize("template", ["tpt", "plain", "Q: {question}"])
 def test_prompt_parity_for_each_template(tmp_path, template):
     # The prefix check of TRL's own tokenization, per template, on other real questions (from the test split).
     from transformers import AutoTokenizer
@@ -83,6 +84,33 @@ def test_prompt_parity_for_each_template(tmp_path, template):
     for rec, ex in zip(records, build_dataset(records, template)):
         trl_prompt = tok.apply_chat_template(ex["prompt"], tokenize=True, return_dict=True, add_generation_prompt=True)
         assert list(trl_prompt["input_ids"]) == encode_prompt(tok, rec["question"], template)
+
+
+@pytest.mark.parametrize("template, ok", [
+    ("tpt", True),                  # the original's wording, by name
+    ("plain", True),                # the short named template
+    ("Q: {question}", True),        # a user's own string holding {question}
+    ("Solve it.", False),           # no {question}: the model would never see the problem
+    ("tpt2", False),                # a misspelt name is not a template either
+])
+def test_one_template_check_for_every_stage(template, ok):
+    # Think's check_config, Train's sft_math.py and the prompt builder all call tpt.prompt.check_template.
+    from tpt.generate import SamplingConfig, add_generation_args, check_config
+    from tpt.prompt import build_user_message, check_template
+
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_generation_args(parser, temperature=0.8)
+    flags = vars(parser.parse_args(["--template", template])) | {"model_name": "m", "num_samples": 1}
+    config = SamplingConfig.from_flags(flags)
+    for call in (lambda: check_template(template), lambda: check_config(config),
+                 lambda: build_user_message("What is 1 + 1?", template)):
+        if ok:
+            call()
+        else:
+            with pytest.raises(DataError, match="--template"):
+                call()
 
 
 def test_label_mask_is_completion_plus_end_of_turn(built):
