@@ -4,8 +4,8 @@
         --eval_output runs/r1/data/eval.json --train_size 2000 --exclude ../shared/data/gsm8k/test.jsonl
 
 Several --input files (a round's Think passes: think/, think_resample/, think_hint/) are split as one: a
-question's traces from every pass go to the same side. Whole questions stay together: train gets at most --train_size traces, eval the other questions (at most
---eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
+question's traces from every pass go to the same side. Whole questions stay together: train gets at most
+--train_size traces, eval the other questions (at most --eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
 whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
 Writes make_json_manifest.json beside --train_output. Run again with the same inputs and exclude files (by
 content) and the same settings, it does nothing (`skip: FOLDER is split`); otherwise it splits again, with one
