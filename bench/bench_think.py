@@ -65,12 +65,13 @@ def load_prompts(args):
 
 
 def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
-    from tpt.backends import load_backend
+    from tpt.backends import load_backend, question_seeds
 
     backend = load_backend("hf", path, tokenizer, dtype=dtype, batch_size=batch_size, max_model_len=None)
-    backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seed=0)  # warm-up
+    backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seeds=[0])  # warm-up
     t0 = time.time()
-    results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens, seed=1, ignore_eos=ignore_eos)
+    results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens,
+                               seeds=question_seeds(1, range(len(prompts))), ignore_eos=ignore_eos)
     seconds = time.time() - t0
     return sum(s["num_tokens"] for r in results for s in r) / seconds
 

@@ -11,6 +11,8 @@ import time
 
 import pytest
 
+from tpt.backends import question_seeds
+
 from conftest import GSM8K, PYTHON, ROOT
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
@@ -140,6 +142,20 @@ def test_killed_run_resumes_without_redoing_journaled_questions(tmp_path):
             assert files[j][index]["finish_reason"] == rec["samples"][j]["finish_reason"]
 
 
+def test_unfinished_run_of_the_older_seed_scheme_is_refused_in_one_line(tmp_path):
+    # An older TPT seeded each question by its place in a batch; its journal has no seed_scheme and cannot be
+    # continued with samples seeded by question id.
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".journal.jsonl").write_text(json.dumps({"fingerprint": {}, "backend": "hf"}) + "\n")
+    before = snapshot(out)
+    proc = run(SYNTH + COMMON + ["--num_samples", "2", "--output_dir", str(out)])
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "older TPT" in lines[0] and str(out) in lines[0], proc.stderr
+    assert snapshot(out) == before
+
+
 def test_eval_scores_under_both_folder_flags_and_greedy_is_deterministic(tmp_path):
     # --temperature 0 decodes greedily, so two seeds must give the same samples.
     greedy = ["--numsamples", "2", "--temperature", "0", "--max_tokens", "8"]
@@ -222,7 +238,7 @@ def test_continuous_batching_greedy_equals_one_sequence_at_a_time(hf32):
     import torch
 
     backend, tokenizer, prompts = hf32
-    out = backend.generate(prompts, 2, 0.0, 1.0, 20, seed=0)  # 8 sequences through 3 rows
+    out = backend.generate(prompts, 2, 0.0, 1.0, 20, seeds=question_seeds(0, range(4)))  # 8 sequences, 3 rows
     reasons = set()
     for prompt, samples in zip(prompts, out):
         # the reference: transformers' own generate, this prompt alone, greedy
@@ -238,37 +254,52 @@ def test_continuous_batching_greedy_equals_one_sequence_at_a_time(hf32):
     assert reasons == {"stop", "length"}  # both ways of ending were exercised
 
 
-def test_samples_repeat_per_seed_whatever_the_batch(hf32):
+SAME_QUESTION_ELSEWHERE = [
+    # (batch size, question ids of the call): the samples of question q depend only on (seed, q, sample index)
+    (1, [0, 1, 2, 3]),  # one row at a time
+    (8, [0, 1, 2, 3]),  # every sequence in one batch
+    (3, [3, 2, 1, 0]),  # the same questions in another order
+    (3, [2]),  # question 2 alone in its call
+    (3, [1, 3]),  # a call of two, as a resumed batch or another worker would get
+]
+
+
+@pytest.mark.parametrize("batch_size,qnums", SAME_QUESTION_ELSEWHERE)
+def test_samples_depend_on_seed_question_and_index_only(hf32, batch_size, qnums):
     backend, _, prompts = hf32
-    first = backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5)  # 8 sequences through 3 rows
-    # with one row, or every sequence in one batch: a sample depends on its seed and place in the call, not on
-    # the row or batch it ran in (the same call twice is test_bfloat16_samples_repeat_per_seed)
-    for batch_size in (1, 8):
-        backend.batch_size = batch_size
-        try:
-            assert backend.generate(prompts, 2, 0.8, 0.95, 8, seed=5) == first, batch_size
-        finally:
-            backend.batch_size = 3
-    assert backend.generate(prompts, 2, 0.8, 0.95, 8, seed=6) != first  # the seed does matter
+    # 4 questions x 2 samples = 8 sequences through 3 rows
+    first = dict(zip(range(4), backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(5, range(4)))))
+    backend.batch_size = batch_size
+    try:
+        out = backend.generate([prompts[q] for q in qnums], 2, 0.8, 0.95, 8, seeds=question_seeds(5, qnums))
+    finally:
+        backend.batch_size = 3
+    assert dict(zip(qnums, out)) == {q: first[q] for q in qnums}
+
+
+def test_another_seed_gives_other_samples(hf32):
+    backend, _, prompts = hf32
+    five = backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(5, range(4)))
+    assert backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(6, range(4))) != five
 
 
 def test_token_budget_and_ignore_eos(hf32):
     backend, _, prompts = hf32
     short = prompts[0]  # "What is 7 + 1? ...": the model answers and stops well within 40 tokens
-    stopped = backend.generate([short], 1, 0.0, 1.0, 40, seed=0)[0][0]
+    stopped = backend.generate([short], 1, 0.0, 1.0, 40, seeds=question_seeds(0, [0]))[0][0]
     assert stopped["finish_reason"] == "stop" and stopped["num_tokens"] < 40
     # ignore_eos: no end token, exactly max_tokens
-    forced = backend.generate([short], 2, 0.8, 1.0, 40, seed=0, ignore_eos=True)[0]
+    forced = backend.generate([short], 2, 0.8, 1.0, 40, seeds=[0], ignore_eos=True)[0]
     assert [(s["finish_reason"], s["num_tokens"]) for s in forced] == [("length", 40)] * 2
     old = backend.max_model_len
     try:
         # max_model_len leaves 3 tokens after the prompt: at most 3 new tokens, cut as 'length'
         backend.max_model_len = len(prompts[1]) + 3
-        capped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seed=0)[0][0]
+        capped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=question_seeds(0, [1]))[0][0]
         assert (capped["finish_reason"], capped["num_tokens"]) == ("length", 3)
         # a prompt that fills max_model_len gets nothing, and its neighbours are unaffected
         backend.max_model_len = len(prompts[0])
-        empty, other = backend.generate([prompts[1], prompts[0]], 1, 0.0, 1.0, 40, seed=0)
+        empty, other = backend.generate([prompts[1], prompts[0]], 1, 0.0, 1.0, 40, seeds=question_seeds(0, range(2)))
         assert empty[0] == {"text": "", "finish_reason": "length", "num_tokens": 0}
         assert other[0]["finish_reason"] in ("stop", "length") and other[0]["num_tokens"] >= 0
     finally:
@@ -301,6 +332,6 @@ def test_bfloat16_samples_repeat_per_seed(hf32):
     _, tokenizer, prompts = hf32
     backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
     assert backend.dtype == __import__("torch").bfloat16
-    a = backend.generate(prompts, 2, 0.8, 1.0, 8, seed=3)
-    b = backend.generate(prompts, 2, 0.8, 1.0, 8, seed=3)
+    a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
+    b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
     assert a == b

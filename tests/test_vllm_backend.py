@@ -19,6 +19,8 @@ import time
 
 import pytest
 
+from tpt.backends import question_seeds
+
 from conftest import GSM8K, PYTHON, ROOT
 
 if os.environ.get("TPT_REQUIRE_VLLM"):
@@ -169,10 +171,11 @@ def test_sampling_arguments_bind_and_pass_vllms_validation(temperature, num_samp
 def test_n_samples_per_question_in_question_order_and_seeded(model, gpus):
     p = prompts(model)
     with engine(model) as be:
-        first = be.generate(p, 4, 0.8, 1.0, 32, seed=5)
-        again = be.generate(p, 4, 0.8, 1.0, 32, seed=5)   # the double returns the 4 children in a random order
-        other = be.generate(p, 4, 0.8, 1.0, 32, seed=6)
-        alone = be.generate(p[:1], 4, 0.8, 1.0, 32, seed=5)
+        first = be.generate(p, 4, 0.8, 1.0, 32, seeds=question_seeds(5, range(len(p))))
+        # the double returns the 4 children in a random order
+        again = be.generate(p, 4, 0.8, 1.0, 32, seeds=question_seeds(5, range(len(p))))
+        other = be.generate(p, 4, 0.8, 1.0, 32, seeds=question_seeds(6, range(len(p))))
+        alone = be.generate(p[:1], 4, 0.8, 1.0, 32, seeds=question_seeds(5, range(len(p[:1]))))
     assert len(first) == 3 and all(len(samples) == 4 for samples in first)
     assert first == again and first != other
     assert alone[0] == first[0]  # a question's seed depends on its place in the call, not on the others
@@ -186,8 +189,8 @@ def test_greedy_with_several_samples(model, gpus):
     # issue 2: vLLM refuses n > 1 at temperature 0 (gen_eval.py --temperature 0 asks for 10)
     p = prompts(model)
     with engine(model) as be:
-        a = be.generate(p, 10, 0.0, 1.0, 24, seed=0)
-        b = be.generate(p, 10, 0.0, 1.0, 24, seed=9)
+        a = be.generate(p, 10, 0.0, 1.0, 24, seeds=question_seeds(0, range(len(p))))
+        b = be.generate(p, 10, 0.0, 1.0, 24, seeds=question_seeds(9, range(len(p))))
     assert a == b and all(len(samples) == 10 and len({s["text"] for s in samples}) == 1 for samples in a)
 
 
@@ -195,8 +198,8 @@ def test_ignore_eos_runs_every_reply_to_max_tokens(model, gpus):
     # issue 3: with ignore_eos, the end tokens passed as stop_token_ids must not stop the reply either
     p = prompts(model)
     with engine(model) as be:
-        stopped = be.generate(p, 2, 0.8, 1.0, 40, seed=0)
-        full = be.generate(p, 2, 0.8, 1.0, 40, seed=0, ignore_eos=True)
+        stopped = be.generate(p, 2, 0.8, 1.0, 40, seeds=question_seeds(0, range(len(p))))
+        full = be.generate(p, 2, 0.8, 1.0, 40, seeds=question_seeds(0, range(len(p))), ignore_eos=True)
     assert any(s["finish_reason"] == "stop" for samples in stopped for s in samples)  # the double does stop
     assert all(s["num_tokens"] == 40 and s["finish_reason"] == "length" for samples in full for s in samples)
 
@@ -206,11 +209,11 @@ def test_prompt_at_max_model_len(model, gpus):
 
     # one token below max_model_len leaves room for exactly one (encode_questions refuses anything longer)
     with engine(model) as be:
-        out = be.generate([[5] * (MAX_MODEL_LEN - 1)], 2, 0.8, 1.0, 100, seed=0, ignore_eos=True)
+        out = be.generate([[5] * (MAX_MODEL_LEN - 1)], 2, 0.8, 1.0, 100, seeds=[0], ignore_eos=True)
         assert [(s["num_tokens"], s["finish_reason"]) for s in out[0]] == [(1, "length")] * 2
         # vLLM's own rule, the same as encode_questions'
         with pytest.raises(VLLMValidationError, match="longer than the maximum model length of 512"):
-            be.generate([[5] * MAX_MODEL_LEN], 1, 0.8, 1.0, 100, seed=0)
+            be.generate([[5] * MAX_MODEL_LEN], 1, 0.8, 1.0, 100, seeds=[0])
 
 
 @pytest.mark.parametrize("reason", ["abort", "error"])
@@ -221,7 +224,7 @@ def test_aborted_or_failed_request_is_an_error_not_a_sample(model, gpus, monkeyp
     monkeypatch.setenv("TPT_DOUBLE_FINISH", reason)
     with engine(model) as be:
         with pytest.raises(Exception) as failure:
-            be.generate(prompts(model), 2, 0.8, 1.0, 16, seed=0)
+            be.generate(prompts(model), 2, 0.8, 1.0, 16, seeds=question_seeds(0, range(len(prompts(model)))))
     assert isinstance(failure.value, DataError) and f"finished with {reason!r}" in str(failure.value)
 
 
@@ -250,14 +253,14 @@ def test_two_data_parallel_workers_give_what_one_engine_gives(model, gpus):
     # issue 1: VLLM_DP_* offline data parallel refuses dense models; each worker is an independent engine
     p = prompts(model, 5)
     with engine(model, tensor_parallel_size=2) as be:
-        one = be.generate(p, 2, 0.8, 1.0, 24, seed=1)
+        one = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
     with deadline(240), engine(model, tensor_parallel_size=2, data_parallel_size=2) as be:
-        two = be.generate(p, 2, 0.8, 1.0, 24, seed=1)
-        nothing = be.generate(p[:1], 2, 0.8, 1.0, 24, seed=1)  # a worker with no question
+        two = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
+        nothing = be.generate(p[:1], 2, 0.8, 1.0, 24, seeds=question_seeds(1, [0]))  # a worker with no question
         os.kill(be.workers[1].process.pid, signal.SIGKILL)  # issue 4: a worker dying later is named too
         with pytest.raises(Exception, match=r"worker 1 \(CUDA_VISIBLE_DEVICES=2,3\) failed while sampling: "
                                             "it exited with exit code -9"):
-            be.generate(p, 2, 0.8, 1.0, 24, seed=1)
+            be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
     assert two == one and nothing == one[:1]
     workers = vllm_double.engines_log()[1:]
     assert sorted(w["cuda_visible_devices"] for w in workers) == ["0,1", "2,3"]

@@ -5,8 +5,8 @@ the run, leave the folder alone when it holds this finished run (finished_sampli
 (Eval: score), write_run_manifest. A run folder fills in this order:
   .journal.jsonl   (tpt/journal.py) a header line (the run's fingerprint), then one line per finished question
                    with its N samples, appended a batch at a time. A killed run started again with the same
-                   arguments redoes only the batches that are missing; each batch's seed depends on its place in
-                   the run, not on when it ran.
+                   arguments redoes only the batches that are missing; a sample's seed depends only on the run's
+                   seed, its question's id and its sample index (tpt.backends.question_seeds).
   e0.json ...      written atomically once every question is in the journal
   manifest.json    written last (it marks the run finished); the journal goes then.
 A folder holding a finished run with the same arguments is left untouched and no model is loaded; a folder
@@ -215,7 +215,7 @@ def sample_batches(sampler, config, questions, prompts, todo, journal_path, jour
     journal_path (and to `journal`, the dict of journaled lines) as it finishes; a progress bar counts questions."""
     from tqdm import tqdm
 
-    from tpt.backends import derive_seed
+    from tpt.backends import question_seeds
 
     progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
                     desc=f"sampling x{config.num_samples} ({sampler.name})")
@@ -223,7 +223,8 @@ def sample_batches(sampler, config, questions, prompts, todo, journal_path, jour
     for b, batch in todo:
         t0 = time.time()
         results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
-                                   config.top_p, config.max_tokens, seed=derive_seed(config.seed, "batch", b))
+                                   config.top_p, config.max_tokens,
+                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]))
         seconds = time.time() - t0
         lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
                  for i, samples in zip(batch, results)]

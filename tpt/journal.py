@@ -1,6 +1,6 @@
 """The journal of a sampling run: .journal.jsonl in its folder, append-only.
 
-Its first line is a header, {fingerprint, backend}; every later line is one finished question with its samples,
+Its first line is a header, {fingerprint, backend, seed_scheme}; every later line is one finished question with its samples,
 {index, qnum, seconds, samples}, appended a batch at a time, flushed and fsync'd, so a killed run loses at most
 the batch it was sampling. A run started again with the same arguments reads the journal back and samples only
 what it lacks; the journal goes once the run's manifest is written.
@@ -8,6 +8,7 @@ what it lacks; the journal goes once the run's manifest is written.
 import json
 import os
 
+from tpt.backends import SEED_SCHEME
 from tpt.io import DataError
 from tpt.manifest import changed_settings
 
@@ -23,7 +24,7 @@ def resume_journal(path, fingerprint, backend):
     """
     done = _read_journal(path, fingerprint, backend)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        append_journal(path, [{"fingerprint": fingerprint, "backend": backend}])
+        append_journal(path, [{"fingerprint": fingerprint, "backend": backend, "seed_scheme": SEED_SCHEME}])
     return done
 
 
@@ -44,6 +45,9 @@ def _read_journal(path, fingerprint, backend):
         records = [json.loads(line) for line in lines[1:]]
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: damaged journal ({e.msg}); remove the folder to start over") from None
+    if header.get("seed_scheme") != SEED_SCHEME:  # its samples were seeded by their place in a call
+        raise DataError(f"{os.path.dirname(path)}: holds an unfinished run started by an older TPT, whose seeds "
+                        "depended on each question's place in a batch; remove the folder to sample it again")
     if header.get("fingerprint") != fingerprint:
         raise DataError(f"{os.path.dirname(path)}: holds an unfinished run with different arguments "
                         f"({changed_settings(header.get('fingerprint') or {}, fingerprint)}); "

@@ -2,12 +2,14 @@
 
 A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
-    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed)
+    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False)
         -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
 
 Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
-`temperature == 0` means greedy decoding. Every call is seeded: the same call with the same seed gives the same
-samples, which is what lets an interrupted run redo a batch and get what it would have got.
+`temperature == 0` means greedy decoding; `ignore_eos` runs every reply to its token limit. `seeds` holds one seed
+per prompt (question_seeds: from the run's seed and the question's id), and sample s of a prompt draws from seed
+`seeds[i] + s` (vLLM's own rule for the n samples of a request). So a sample depends only on (seed, question,
+sample index): the same whichever call, batch, worker or machine its question lands in, and after a resume.
 """
 import hashlib
 import importlib.util
@@ -26,6 +28,14 @@ def derive_seed(seed, *keys):
     """A 31-bit seed from a base seed and keys (batch index, question index): stable across runs and machines."""
     text = "/".join(str(k) for k in (seed, *keys))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from question ids (question_seeds)
+
+
+def question_seeds(seed, qnums):
+    """One seed per question, from the run's seed and the question's id (its idt), never from its place in a call."""
+    return [derive_seed(seed, "question", q) for q in qnums]
 
 
 def vllm_status():

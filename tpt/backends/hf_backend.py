@@ -5,14 +5,13 @@
 the longest live row. A row that finishes is refilled at once from the queue of waiting sequences, so the batch
 never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
 prefilled once and its cache copied to the rows of its samples. Each sequence samples with its own generator,
-seeded from (seed, prompt index, sample index), so a sample does not depend on which row or batch it ran in.
+seeded with its question's seed + its sample index, so a sample does not depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
 from collections import deque
 
 from transformers import Cache
 
-from tpt.backends import derive_seed
 from tpt.device import torch_dtype
 
 
@@ -76,7 +75,7 @@ class HFBackend:
             return max(0, min(max_tokens, self.max_model_len - prompt_len))
         return max_tokens
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed, ignore_eos=False):
+    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False):
         """Per prompt, num_samples dicts {text, finish_reason, num_tokens}."""
         import torch
 
@@ -111,7 +110,7 @@ class HFBackend:
                 while queue and len(rows) < self.batch_size:
                     p, s = queue.popleft()
                     row = {"seq": (p, s), "tokens": [], "budget": budgets[p],
-                           "generator": torch.Generator(self.device).manual_seed(derive_seed(seed, p, s))}
+                           "generator": torch.Generator(self.device).manual_seed(seeds[p] + s)}
                     if finished(row):  # a prompt that leaves no room under max_model_len
                         continue
                     if p not in prefilled:

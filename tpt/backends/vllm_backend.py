@@ -20,7 +20,7 @@ import multiprocessing
 import multiprocessing.connection
 import os
 
-from tpt.backends import BackendError, derive_seed
+from tpt.backends import BackendError
 
 START_TIMEOUT_S = 3600  # model download and CUDA graph capture of a large model fit well inside this
 
@@ -197,9 +197,7 @@ class VLLMBackend:
                 replies[worker.rank] = payload
         return [replies[w.rank] for w in workers]
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seed, ignore_eos=False):
-        # Each question's seed is fixed by its place in the call, whichever engine samples it.
-        seeds = [derive_seed(seed, i) for i in range(len(prompt_token_ids))]
+    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False):
         sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         ignore_eos=ignore_eos)
         if self.llm is not None:
