@@ -30,6 +30,11 @@ Reference modes, kept to compare scorers (bench/compare_scorers.py), never used 
   "lmeval_strict" / "lmeval_flexible": lm-evaluation-harness's gsm8k.yaml (`#### (\\-?[0-9\\.\\,]+)`, first
   match; the last match of `(-?[$0-9.,]{2,})|(-?[0-9]+)`), compared after its exact_match cleaning (case
   folded; commas, `$`, everything up to `#### ` and a trailing `.` removed).
+  "lmeval_cot_strict": gsm8k-cot.yaml's strict-match, the first `The answer is (\\-?[0-9\\.\\,]+).` (its `.` is
+  any character, as in the yaml); its flexible-extract is lmeval_flexible.
+  These are the filters gen_eval.py reports for the harness's tasks (LMEVAL_FILTERS, lm-eval 0.4.13: a regex
+  filter then take_first; no match is "[invalid]", here None), checked against the harness itself by
+  bench/compare_lmeval.py.
 
 Our modes return numbers in one canonical spelling ('500', '-0.25', '160/3'): equal values give equal
 strings (`500.00` == `500`, `2,125` == `2125`, `9/8` == `1.125`), so comparing and voting are exact.
@@ -41,7 +46,14 @@ import re
 from fractions import Fraction
 
 MODES = ("answer", "strict")
-REFERENCE_MODES = ("tpt_original", "lmeval_strict", "lmeval_flexible")
+REFERENCE_MODES = ("tpt_original", "lmeval_strict", "lmeval_flexible", "lmeval_cot_strict")
+# The harness's two filters for each Eval task, by the harness's filter names; the tpt prompt asks for `#### N`,
+# so its numbers are quoted with gsm8k's filters.
+LMEVAL_FILTERS = {
+    "tpt": {"strict-match": "lmeval_strict", "flexible-extract": "lmeval_flexible"},
+    "gsm8k": {"strict-match": "lmeval_strict", "flexible-extract": "lmeval_flexible"},
+    "gsm8k_cot": {"strict-match": "lmeval_cot_strict", "flexible-extract": "lmeval_flexible"},
+}
 
 # Digits with thousands separators in a real grouping: 1,234,567 or the Indian 12,34,567 (gemma writes both).
 # "2,5" (a decimal comma) and "2,4,6" (a list) are not one number; a comma followed by a space is punctuation.
@@ -105,7 +117,11 @@ _BARE_LINE_RE = re.compile(r"[-−]?\s*" + _UNSIGNED + r"(?:\s*/\s*\d+)?\s*%?\s*
 _TPT_ORIGINAL_RE = re.compile(r"####\s*(-?[\d.,]+)")
 _LMEVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 _LMEVAL_FLEX_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_LMEVAL_COT_STRICT_RE = re.compile(r"The answer is (\-?[0-9\.\,]+).")
 _LMEVAL_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
+# Each reference mode's regular expression, as its task file writes it (pass_at_k_results.json names them).
+REFERENCE_REGEXES = {"tpt_original": _TPT_ORIGINAL_RE.pattern, "lmeval_strict": _LMEVAL_STRICT_RE.pattern,
+                     "lmeval_flexible": _LMEVAL_FLEX_RE.pattern, "lmeval_cot_strict": _LMEVAL_COT_STRICT_RE.pattern}
 
 
 def canonical(value):
@@ -517,6 +533,9 @@ def extract_answer(text, mode="answer"):
     if mode == "lmeval_strict":
         m = _LMEVAL_STRICT_RE.search(text)
         return m.group(1).strip() if m else None
+    if mode == "lmeval_cot_strict":
+        m = _LMEVAL_COT_STRICT_RE.search(text)
+        return m.group(1).strip() if m else None
     if mode == "lmeval_flexible":
         matches = _LMEVAL_FLEX_RE.findall(text)
         return next(g for g in matches[-1] if g).strip() if matches else None
@@ -532,7 +551,7 @@ def is_correct(extracted, gold, mode="answer"):
         return False
     if mode == "tpt_original":
         return extracted == gold
-    if mode in ("lmeval_strict", "lmeval_flexible"):
+    if mode.startswith("lmeval_"):
         return _lmeval_clean(extracted) == _lmeval_clean(gold)
     gold_text = number_text(gold)
     return gold_text is not None and number_text(extracted) == gold_text

@@ -27,19 +27,24 @@ from tpt.device import DTYPES
 from tpt.io import DataError, read_questions, sample_paths, write_json
 from tpt.journal import JOURNAL, append_journal, resume_journal
 from tpt.manifest import finished_run, write_manifest
-from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt
+from tpt.prompt import (TEMPLATES, check_task, check_template, clean_response, encode_question, stop_strings,
+                        task_prompt)
 
 # A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
 NOT_FINGERPRINTED = {"gpu_memory_utilization"}
 
 
-def add_generation_args(parser, temperature):
+def add_generation_args(parser, temperature, max_tokens=1500, max_model_len=1500):
     """The sampling and engine flags gen_synth.py and gen_eval.py share (defaults shown by --help); all but
-    --limit are the fields of SamplingConfig."""
-    parser.add_argument("--max_model_len", type=int, default=1500, help="prompt + reply token limit")
-    parser.add_argument("--temperature", type=float, default=temperature, help="0 = greedy decoding")
+    --limit are the fields of SamplingConfig. gen_eval.py passes None for defaults that depend on its --task."""
+    by_task = " (None: set by --task)"
+    parser.add_argument("--max_model_len", type=int, default=max_model_len,
+                        help="prompt + reply token limit (0 = the model's own)" + by_task * (max_model_len is None))
+    parser.add_argument("--temperature", type=float, default=temperature,
+                        help="0 = greedy decoding" + by_task * (temperature is None))
     parser.add_argument("--top_p", type=float, default=1.0, help="nucleus sampling mass (1.0 = off)")
-    parser.add_argument("--max_tokens", type=int, default=1500, help="reply token limit (the original's 1500)")
+    parser.add_argument("--max_tokens", type=int, default=max_tokens,
+                        help="reply token limit (the original's 1500)" + by_task * (max_tokens is None))
     parser.add_argument("--seed", type=int, default=0, help="base seed; every batch derives its own from it")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: vLLM when installed and CUDA is available, else transformers")
@@ -81,11 +86,14 @@ class SamplingConfig:
     gpu_memory_utilization: float
     template: str
     trust_remote_code: bool
+    task: str = "tpt"  # Eval's prompt: tpt, or one of the harness's tasks (tpt.prompt.LMEVAL_TASKS)
+    apply_chat_template: bool = False  # the harness's tasks only (tpt's prompt is always a chat turn)
 
     @classmethod
     def from_flags(cls, flags):
-        """The config from a script's parsed flags, as a dict (vars(args)); flags it has no field for are ignored."""
-        return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls)})
+        """The config from a script's parsed flags, as a dict (vars(args)); flags it has no field for are ignored,
+        fields it has no flag for (Think's task) keep their defaults."""
+        return cls(**{field.name: flags[field.name] for field in dataclasses.fields(cls) if field.name in flags})
 
 
 def check_config(config):
@@ -98,7 +106,15 @@ def check_config(config):
     if config.temperature < 0 or not 0 < config.top_p <= 1:
         raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {config.temperature} and "
                         f"{config.top_p}")
+    if config.max_model_len < 0:
+        raise DataError(f"--max_model_len must be 0 (the model's own) or positive, got {config.max_model_len}")
     check_template(config.template)
+    check_task(config.task)
+    if config.task != "tpt" and config.template != "tpt":
+        raise DataError(f"--template {config.template!r}: the prompt of --task {config.task} is the harness's own; "
+                        "templates apply to --task tpt")
+    if config.task == "tpt" and config.apply_chat_template:
+        raise DataError("--apply_chat_template: --task tpt always puts its prompt in the model's chat template")
 
 
 def select_questions(questions, limit):
@@ -127,14 +143,14 @@ def with_hints(questions):
 def run_fingerprint(config, questions, flags):
     """What must match for two runs to share a folder: the sampling config (but --gpu_memory_utilization), the
     script's other flags that change what is sampled (`flags`, by flag name: --limit, Think's --hint), and the
-    questions (with their hints).
+    questions (with their hints, and the shots of a harness task's prompt).
 
     Where outputs go does not change them, and the question file counts by content, not by path (as do
     Think's --skip_solved files, through the questions they leave).
     """
     settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_FINGERPRINTED}
     record = dict(sorted((settings | flags).items()))
-    text = json.dumps([[q["idt"], q["question"]] + ([q["hint"]] if "hint" in q else []) for q in questions],
+    text = json.dumps([[q["idt"], q["question"]] + [q[k] for k in ("hint", "shots") if k in q] for q in questions],
                       ensure_ascii=False)
     record["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
     return record
@@ -176,14 +192,15 @@ def load_tokenizer(model_path, trust_remote_code=False):
     return AutoTokenizer.from_pretrained(model_path, trust_remote_code=trust_remote_code)
 
 
-def encode_questions(tokenizer, questions, template, max_model_len, source):
-    """Prompt token ids per question (with its hint, when it has one); a prompt that leaves no room for a reply
-    is a DataError naming it."""
-    prompts = [encode_prompt(tokenizer, q["question"], template, q.get("hint")) for q in questions]
+def encode_questions(tokenizer, questions, config, source):
+    """Prompt token ids per question (with its hint or shots, when it has them), as config's template and task
+    say; a prompt that leaves no room for a reply is a DataError naming it."""
+    prompts = [encode_question(tokenizer, q, config.template, config.task, config.apply_chat_template)
+               for q in questions]
     for i, ids in enumerate(prompts):
-        if max_model_len and len(ids) >= max_model_len:
+        if config.max_model_len and len(ids) >= config.max_model_len:
             raise DataError(f"{source}: record {i} (idt {questions[i]['idt']!r}): the prompt is {len(ids)} tokens, "
-                            f"--max_model_len {max_model_len} leaves no room for a reply")
+                            f"--max_model_len {config.max_model_len} leaves no room for a reply")
     return prompts
 
 
@@ -202,7 +219,7 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     from tpt.backends import load_backend
 
     return load_backend(backend_name, model_path, tokenizer, dtype=config.dtype,
-                        max_model_len=config.max_model_len, batch_size=config.batch_size,
+                        max_model_len=config.max_model_len or None, batch_size=config.batch_size,
                         tensor_parallel_size=config.tensor_parallel_size,
                         data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
                         gpu_memory_utilization=config.gpu_memory_utilization,
@@ -219,12 +236,14 @@ def sample_batches(sampler, config, questions, prompts, todo, journal_path, jour
 
     progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
                     desc=f"sampling x{config.num_samples} ({sampler.name})")
+    stop = stop_strings(config.task)
     new_tokens, new_seconds = 0, 0.0
     for b, batch in todo:
         t0 = time.time()
         results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
                                    config.top_p, config.max_tokens,
-                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]))
+                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]),
+                                   stop=stop)
         seconds = time.time() - t0
         lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
                  for i, samples in zip(batch, results)]
@@ -264,10 +283,11 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
     backend_name = pick_backend(config.backend)
     model_path = resolve_model(config.model_name)
     tokenizer = load_tokenizer(model_path, config.trust_remote_code)
-    print(f"prompt for the first question (template {config.template!r}):\n"
-          f"{build_prompt(tokenizer, questions[0]['question'], config.template, questions[0].get('hint'))}\n",
+    prompt_name = f"template {config.template!r}" if config.task == "tpt" else f"task {config.task!r}"
+    print(f"prompt for the first question ({prompt_name}):\n"
+          f"{task_prompt(tokenizer, questions[0], config.template, config.task, config.apply_chat_template)}\n",
           flush=True)
-    prompts = encode_questions(tokenizer, questions, config.template, config.max_model_len, source)
+    prompts = encode_questions(tokenizer, questions, config, source)
 
     os.makedirs(output_dir, exist_ok=True)
     journal_path = os.path.join(output_dir, JOURNAL)
@@ -286,7 +306,7 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
         sample_batches(sampler, config, questions, prompts, todo, journal_path, journal)
         sampler.close()
 
-    write_sample_files(output_dir, questions, journal, config.num_samples, origin)
+    write_sample_files(output_dir, questions, journal, config.num_samples, origin, clean=config.task == "tpt")
     return {
         "model_name": config.model_name,
         "model_path": model_path,
@@ -302,9 +322,10 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
     }
 
 
-def write_sample_files(output_dir, questions, journal, num_samples, origin=None):
+def write_sample_files(output_dir, questions, journal, num_samples, origin=None, clean=True):
     """e{j}.json for every sample index j: one record per question, in the question file's order.
-    Think's records carry `origin` (which pass made them); Eval's have none."""
+    Think's records carry `origin` (which pass made them); Eval's have none. `clean`: the tpt template's
+    copied `[Answer]` placeholder taken off (clean_response); a harness task's reply is kept as generated."""
     for j, path in enumerate(sample_paths(output_dir, num_samples)):
         records = []
         for i, q in enumerate(questions):
@@ -312,7 +333,7 @@ def write_sample_files(output_dir, questions, journal, num_samples, origin=None)
             records.append({
                 "qnum": q["idt"],
                 "question": q["question"],
-                "solution": clean_response(sample["text"]),
+                "solution": clean_response(sample["text"]) if clean else sample["text"],
                 "finish_reason": sample["finish_reason"],
                 "num_tokens": sample["num_tokens"],
             } | ({"origin": origin} if origin else {}))

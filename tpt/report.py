@@ -22,6 +22,11 @@ Paired tests of round r against round r-1, over the test questions both rounds s
 Beside each difference stands the smallest change this many questions could detect: the paired minimal detectable
 effect at 80% power and two-sided 5% level, (z_0.975 + z_0.80) * sd(d) / sqrt(questions), so "no significant
 change" reads as "no change larger than that".
+
+In the harness's terms: each Eval says its --task (tpt, or lm-eval's gsm8k / gsm8k_cot) and scores every sample
+with that task's two lm-eval filters too (strict-match, flexible-extract; tpt's are gsm8k's). The report names
+the task, gives each round's pass@1 under both filters and the paired bootstrap of their change, so a round's
+gain can be quoted as lm-eval would report it. Rounds evaluated with different tasks are not compared.
 """
 import csv
 import io
@@ -35,6 +40,9 @@ from tpt.layout import (DATA, EVAL, EVAL_FILE, KEPT_FILE, MANIFEST, MANIFESTS, M
 CONFIDENCE_LEVEL = 0.95
 POWER = 0.80
 METRICS = ("answer", "strict", "format")  # per-question rates the paired bootstrap compares
+# The harness's two filters, scored by gen_eval.py beside ours (tpt.scoring.lmeval_columns): compared when both
+# rounds have them.
+LMEVAL_METRICS = {"lmeval_strict_match": "strict-match", "lmeval_flexible_extract": "flexible-extract"}
 
 
 # ---------------------------------------------------------------- reading
@@ -62,14 +70,18 @@ def _read_scored(path):
 
 
 def per_question(scored):
-    """{qnum: {samples, answer, strict, format}} counts, in the order questions first appear."""
+    """{qnum: {samples, answer, strict, format}} counts (and the harness's filters' where scored.json has them), in
+    the order questions first appear."""
     out = {}
+    lmeval = [m for m in LMEVAL_METRICS if m + "_correct" in scored[0]] if scored else []
     for row in scored:
-        q = out.setdefault(row["qnum"], {"samples": 0, "answer": 0, "strict": 0, "format": 0})
+        q = out.setdefault(row["qnum"], {"samples": 0, "answer": 0, "strict": 0, "format": 0} | dict.fromkeys(lmeval, 0))
         q["samples"] += 1
         q["answer"] += row["correct"]
         q["strict"] += row["strict_correct"]
         q["format"] += row.get("strict_answer") is not None
+        for m in lmeval:
+            q[m] += bool(row.get(m + "_correct"))
     return out
 
 
@@ -241,8 +253,13 @@ def compare_rounds(prev, cur, num_resamples=10000, seed=0):
     common = [q for q in prev["questions"] if q in cur["questions"]]
     if not common:
         raise DataError(f"{cur['eval_dir']}: shares no test question with {prev['eval_dir']}; rounds must use one test set")
-    out = {"prev": prev["label"], "cur": cur["label"], "num_questions": len(common)}
-    for metric in METRICS:
+    tasks = [r["summary"].get("task", "tpt") for r in (prev, cur)]
+    if tasks[0] != tasks[1]:
+        raise DataError(f"{cur['eval_dir']}: evaluated with --task {tasks[1]}, {prev['eval_dir']} with --task "
+                        f"{tasks[0]}; compare rounds of one task")
+    out = {"prev": prev["label"], "cur": cur["label"], "num_questions": len(common), "task": tasks[0]}
+    lmeval = [m for m in LMEVAL_METRICS if all(m in r["questions"][q] for r in (prev, cur) for q in common)]
+    for metric in (*METRICS, *lmeval):
         diffs = [cur["questions"][q][metric] / cur["questions"][q]["samples"]
                  - prev["questions"][q][metric] / prev["questions"][q]["samples"] for q in common]
         mean, lo, hi = paired_bootstrap(diffs, num_resamples, seed)
@@ -280,9 +297,11 @@ def verdict(comp):
     if head == "no significant change" and a["detectable80"] is not None:
         head += f" (none larger than ±{_mde(a)} pts in answer pass@1, at 80% power)"
 
+    harness = "".join(f"; lm-eval {comp['task'] if comp['task'] != 'tpt' else 'gsm8k'} {name} pass@1 {pts(comp[m])}"
+                      for m, name in LMEVAL_METRICS.items() if m in comp)
     return (f"{comp['cur']} vs {comp['prev']}: {head}: answer pass@1 {pts(a)}, strict pass@1 {pts(s)}, "
-            f"format rate {pts(f)}; McNemar gained {len(comp['gained'])} lost {len(comp['lost'])} "
-            f"p={comp['mcnemar_p']:.3g} ({comp['num_questions']} questions)")
+            f"format rate {pts(f)}{harness}; McNemar gained {len(comp['gained'])} lost {len(comp['lost'])} "
+            f"p={comp['mcnemar_p']:.3g} ({comp['num_questions']} questions, task {comp['task']})")
 
 
 def _mde(m):
@@ -333,7 +352,7 @@ def round_row(r):
     s = r["summary"]
     n = s.get("num_samples")
     return {
-        "round": r["label"], "questions": s.get("num_questions"), "samples": n,
+        "round": r["label"], "task": s.get("task", "tpt"), "questions": s.get("num_questions"), "samples": n,
         "pass@1": s.get("pass@1"), "pass@1_ci95": s.get("pass@1_ci95"),
         "strict_pass@1": s.get("strict_pass@1"), "strict_pass@1_ci95": s.get("strict_pass@1_ci95"),
         "format_rate": s.get("format_rate"), "no_answer_rate": s.get("no_answer_rate"),
@@ -341,14 +360,17 @@ def round_row(r):
         "truncation_rate": s.get("truncation_rate"), "mean_num_tokens": s.get("mean_num_tokens"),
         "mean_chars": r["mean_chars"], "kept_traces": r["kept_traces"], "think_pass@1": r["think_pass@1"],
         "train_records": r["train_records"], "eval_records": r["eval_records"],
-    } | think_totals(r["think_passes"])
+    } | {k: s.get(f"{m}_pass@1{tail}") for m in LMEVAL_METRICS for tail, k in
+         (("", f"{m}_pass@1"), ("_ci95", f"{m}_pass@1_ci95"))} | think_totals(r["think_passes"])
 
 
 def format_round(row):
     """The one-line summary of a round that report.py prints."""
-    return (f"{row['round']}: answer pass@1 {_pct_ci(row['pass@1'], row['pass@1_ci95'])} | strict pass@1 "
-            f"{_pct_ci(row['strict_pass@1'], row['strict_pass@1_ci95'])} | format {_pct(row['format_rate'])} | "
-            f"pass@N {_pct(row['pass@N'])} | {row['eval_dir']}")
+    harness = "".join(f" | lm-eval {name} {_pct_ci(row[f'{m}_pass@1'], row[f'{m}_pass@1_ci95'])}"
+                      for m, name in LMEVAL_METRICS.items() if row.get(f"{m}_pass@1") is not None)
+    return (f"{row['round']}: task {row['task']} | answer pass@1 {_pct_ci(row['pass@1'], row['pass@1_ci95'])} | "
+            f"strict pass@1 {_pct_ci(row['strict_pass@1'], row['strict_pass@1_ci95'])} | format "
+            f"{_pct(row['format_rate'])} | pass@N {_pct(row['pass@N'])}{harness} | {row['eval_dir']}")
 
 
 def render_think_passes(rounds):
@@ -379,11 +401,32 @@ def render_difficulty(rows):
                       "easy: every sample right, medium: between).", ""]
 
 
+def render_harness_terms(rows, comparisons):
+    """The report's section in lm-evaluation-harness's terms: the task, both filters' pass@1, their paired change."""
+    if not any(row.get(f"{m}_pass@1") is not None for row in rows for m in LMEVAL_METRICS):
+        return []
+    out = ["## In lm-evaluation-harness's terms", "",
+           "| round | task (prompt) | filters of | strict-match pass@1 [95% CI] | flexible-extract pass@1 [95% CI] |",
+           "|---" * 5 + "|"]
+    for row in rows:
+        cells = [_pct_ci(row[f"{m}_pass@1"], row[f"{m}_pass@1_ci95"]) for m in LMEVAL_METRICS]
+        out.append(f"| {row['round']} | {row['task']} | {'gsm8k' if row['task'] == 'tpt' else row['task']} | "
+                   f"{' | '.join(cells)} |")
+    for c in comparisons:
+        cells = [f"{name} {100 * c[m]['diff']:+.1f} pts [{100 * c[m]['ci95'][0]:+.1f}, {100 * c[m]['ci95'][1]:+.1f}]"
+                 + (" *" if c[m]["significant"] else "") for m, name in LMEVAL_METRICS.items() if m in c]
+        if cells:
+            out.append(f"\n- {c['cur']} vs {c['prev']}: " + ", ".join(cells))
+    return out + ["", "lm-eval 0.4.13's filters on every sample (its exact_match when the Eval is greedy with one "
+                  "sample, as the harness runs): tasks gsm8k and gsm8k_cot are the harness's own prompts "
+                  "(`gen_eval.py --task`), tpt is the TPT prompt read with gsm8k's filters.", ""]
+
+
 def render_markdown(rounds, comparisons, figures, ledger_name):
     rows = [round_row(r) for r in rounds]
     out = ["# TPT report", ""]
     for r in rounds:
-        out.append(f"- **{r['label']}**: `{r['eval_dir']}`")
+        out.append(f"- **{r['label']}**: `{r['eval_dir']}` (task {r['summary'].get('task', 'tpt')})")
     out += ["", "## Verdict", ""]
     out += [f"- {c['verdict']}" for c in comparisons] or ["- one round only: nothing to compare"]
     out += ["", "## Per round (test set)", "",
@@ -409,7 +452,8 @@ def render_markdown(rounds, comparisons, figures, ledger_name):
                        f"{_num(st['tokens_per_second'])} | {_num(st['wall_seconds'])} | {_num(st['train_loss'], '{:.4f}')} |")
     if not any(r["stages"] for r in rounds):
         out.append("| – | no stage manifests found beside these eval folders | | | | | |")
-    out += [""] + render_think_passes(rounds) + render_difficulty(difficulty_rows(rounds))
+    out += [""] + render_harness_terms(rows, comparisons)
+    out += render_think_passes(rounds) + render_difficulty(difficulty_rows(rounds))
     out += ["## Paired tests (each round against the one before)", "",
             "| rounds | questions | Δ answer pass@1 [95% CI] | Δ strict pass@1 [95% CI] | Δ format rate [95% CI] | "
             "gained | lost | McNemar p |", "|---" * 8 + "|"]

@@ -17,11 +17,12 @@ import json
 import os
 from operator import itemgetter
 
-from tpt.extract import extract_pair, number_text
-from tpt.io import DataError, check_samples, normalize_text, read_samples, sample_paths, write_json, write_text
+from tpt.extract import LMEVAL_FILTERS, REFERENCE_REGEXES, extract_answer, extract_pair, is_correct, number_text
+from tpt.io import (DataError, check_samples, normalize_text, read_json, read_samples, sample_paths, write_json,
+                    write_text)
 from tpt.layout import CSV_FILE, KEPT_FILE, SCORED_FILE, SUMMARY_FILE
 from tpt.metrics import maj_at_k, mean_pass_at_k, pass1_ci95
-from tpt.prompt import leans_on_hint
+from tpt.prompt import LMEVAL_VERSION, leans_on_hint
 
 
 def load_samples_dir(samples_dir, questions, num_samples):
@@ -189,6 +190,53 @@ def score_loaded(samples_dir, questions, sample_files, ks=None, max_per_question
     return summary
 
 
+def lmeval_columns(scored, questions, sample_files, task):
+    """Add to every scored row the answer and verdict of the harness's two filters of `task` (LMEVAL_FILTERS):
+    lmeval_strict_match(_correct), lmeval_flexible_extract(_correct). Rows in score_samples' order."""
+    by_qnum = [{r["qnum"]: r for r in records} for records in sample_files]
+    gold = {q["idt"]: q["solnum"] for q in questions}
+    for row in scored:
+        text = by_qnum[row["sample"]][row["qnum"]]["solution"]
+        for name, mode in LMEVAL_FILTERS[task].items():
+            key = "lmeval_" + name.replace("-", "_")
+            answer = extract_answer(text, mode)
+            row[key] = answer
+            row[key + "_correct"] = is_correct(answer, gold[row["qnum"]], mode)
+
+
+def lmeval_summary(scored, num_samples, task):
+    """pass@1 (the harness's exact_match when greedy), its 95% interval and pass@N under each of the harness's
+    filters, and which task's filters those are."""
+    n = num_samples
+    out = {"lmeval_filters": {f"lmeval_{name.replace('-', '_')}": {"task": "gsm8k" if task == "tpt" else task,
+                                                                    "filter": name, "regex": REFERENCE_REGEXES[mode]}
+                              for name, mode in LMEVAL_FILTERS[task].items()},
+           "lmeval_version": LMEVAL_VERSION}
+    for name in LMEVAL_FILTERS[task]:
+        key = "lmeval_" + name.replace("-", "_")
+        correct = [sum(r[key + "_correct"] for r in scored[i:i + n]) for i in range(0, len(scored), n)]
+        out[f"{key}_pass@1"] = mean_pass_at_k(correct, n, 1)
+        out[f"{key}_pass@1_ci95"] = list(pass1_ci95(correct, n))
+        out[f"{key}_pass@{n}"] = mean_pass_at_k(correct, n, n)
+        out[f"{key}_no_answer_rate"] = sum(r[key] is None for r in scored) / len(scored) if scored else 0.0
+    return out
+
+
+def score_eval_dir(samples_dir, questions, num_samples, task):
+    """Eval's scoring: score_samples_dir's outputs, then (beside ours) the harness's two filters of `task` in
+    every scored.json row and as lmeval_* figures in pass_at_k_results.json (and .csv), with `task` itself."""
+    summary = score_samples_dir(samples_dir, questions, num_samples)
+    questions, sample_files = load_samples_dir(samples_dir, questions, num_samples)
+    scored = read_json(os.path.join(samples_dir, SCORED_FILE))
+    lmeval_columns(scored, questions, sample_files, task)
+    summary = {"task": task} | summary | lmeval_summary(scored, num_samples, task)
+    write_text(os.path.join(samples_dir, SCORED_FILE),
+               json.dumps(scored, separators=(",", ":"), check_circular=False) + "\n")
+    write_json(os.path.join(samples_dir, SUMMARY_FILE), summary)
+    write_text(os.path.join(samples_dir, CSV_FILE), _csv_text(summary))
+    return summary
+
+
 def format_summary(summary):
     """The one-line summary every stage prints."""
     n = summary["num_samples"]
@@ -205,6 +253,8 @@ def format_summary(summary):
     ]
     if summary.get("truncation_rate") is not None:
         parts.append(f"truncated {summary['truncation_rate']:.3f}")
+    for key, what in summary.get("lmeval_filters", {}).items():
+        parts.append(f"{what['task']} {what['filter']} pass@1 {summary[f'{key}_pass@1']:.4f}")
     if "num_kept" in summary:
         parts.append(f"kept {summary['num_kept']}")
     if summary.get("num_hint_leaks"):

@@ -2,7 +2,8 @@
 
 A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
-    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False)
+    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
+                     stop=())
         -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
 
 Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
@@ -10,6 +11,8 @@ Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends se
 per prompt (question_seeds: from the run's seed and the question's id), and sample s of a prompt draws from seed
 `seeds[i] + s` (vLLM's own rule for the n samples of a request). So a sample depends only on (seed, question,
 sample index): the same whichever call, batch, worker or machine its question lands in, and after a resume.
+`stop` holds strings that end a reply (the harness's `until`, tpt.prompt.stop_strings): a reply ends once one
+appears and its text is cut before the first of them (cut_at_stop, the one rule both backends apply).
 """
 import hashlib
 import importlib.util
@@ -36,6 +39,22 @@ SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from que
 def question_seeds(seed, qnums):
     """One seed per question, from the run's seed and the question's id (its idt), never from its place in a call."""
     return [derive_seed(seed, "question", q) for q in qnums]
+
+
+def cut_at_stop(text, stop):
+    """(text before the first occurrence of any stop string, whether there was one): lm-eval's
+    postprocess_generated_text, which splits on each stop string in turn."""
+    cut = text
+    for term in stop:
+        if term:
+            cut = cut.split(term, 1)[0]
+    return cut, len(cut) != len(text)
+
+
+def stop_window(tokenizer, stop):
+    """How many last tokens to decode when looking for a stop string: its length in tokens plus two, as the
+    harness's MultiTokenEOSCriteria looks back (a model may write in other pieces what the stop string encodes)."""
+    return max((len(tokenizer.encode(s, add_special_tokens=False)) + 2 for s in stop if s), default=0)
 
 
 def vllm_status():

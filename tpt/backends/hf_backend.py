@@ -75,9 +75,14 @@ class HFBackend:
             return max(0, min(max_tokens, self.max_model_len - prompt_len))
         return max_tokens
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False):
+    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
+                 stop=()):
         """Per prompt, num_samples dicts {text, finish_reason, num_tokens}."""
         import torch
+
+        from tpt.backends import cut_at_stop, stop_window
+
+        window = stop_window(self.tokenizer, stop)
 
         budgets = [self._token_budget(len(p), max_tokens) for p in prompt_token_ids]
         results = [[None] * num_samples for _ in prompt_token_ids]
@@ -95,13 +100,15 @@ class HFBackend:
             tokens = row["tokens"]
             if tokens and not ignore_eos and tokens[-1] in self.stop_ids:
                 kept, reason = tokens[:-1], "stop"
+            elif window and any(term in self.tokenizer.decode(tokens[-window:]) for term in stop):
+                kept, reason = tokens, "stop"
             elif len(tokens) >= row["budget"]:
                 kept, reason = tokens, "length"
             else:
                 return False
             p, s = row["seq"]
-            results[p][s] = {"text": self.tokenizer.decode(kept, skip_special_tokens=True),
-                             "finish_reason": reason, "num_tokens": len(tokens)}
+            text, cut = cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), stop)
+            results[p][s] = {"text": text, "finish_reason": "stop" if cut else reason, "num_tokens": len(tokens)}
             return True
 
         with torch.inference_mode():

@@ -33,7 +33,7 @@ def llm_kwargs(model_path, *, dtype, max_model_len, tensor_parallel_size, gpu_me
                 enable_prefix_caching=True, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code)
 
 
-def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids, ignore_eos):
+def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids, ignore_eos, stop=()):
     """The keyword arguments of vllm.SamplingParams for one question (greedy: n=1, copied by run_requests)."""
     greedy = temperature == 0
     return dict(
@@ -45,6 +45,7 @@ def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids,
         seed=seed,
         stop_token_ids=[] if ignore_eos else list(stop_ids),
         ignore_eos=ignore_eos,
+        stop=list(stop),
     )
 
 
@@ -54,15 +55,18 @@ def tokens_prompt(ids):
     return TokensPrompt(prompt_token_ids=list(ids))
 
 
-def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, stop_ids, ignore_eos):
+def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, stop_ids, ignore_eos,
+                 stop=()):
     """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}."""
     from vllm import SamplingParams
+
+    from tpt.backends import cut_at_stop
 
     if not prompt_token_ids:
         return []
     prompts = [tokens_prompt(ids) for ids in prompt_token_ids]
     params = [SamplingParams(**sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids,
-                                               ignore_eos))
+                                               ignore_eos, stop))
               for seed in seeds]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
@@ -73,7 +77,9 @@ def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tok
                 raise BackendError(f"vLLM: the request for prompt {i} of this call finished with "
                                    f"{o.finish_reason!r} (stop_reason {o.stop_reason!r}) after {len(o.token_ids)} "
                                    "tokens; finished calls are journaled, run again to resume")
-            samples.append({"text": o.text, "finish_reason": o.finish_reason, "num_tokens": len(o.token_ids)})
+            text, cut = cut_at_stop(o.text, stop)
+            samples.append({"text": text, "finish_reason": "stop" if cut else o.finish_reason,
+                            "num_tokens": len(o.token_ids)})
         if len(samples) == 1 and num_samples > 1:  # greedy
             samples = [dict(samples[0]) for _ in range(num_samples)]
         results.append(samples)
@@ -197,9 +203,10 @@ class VLLMBackend:
                 replies[worker.rank] = payload
         return [replies[w.rank] for w in workers]
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False):
+    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
+                 stop=()):
         sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        ignore_eos=ignore_eos)
+                        ignore_eos=ignore_eos, stop=list(stop))
         if self.llm is not None:
             return run_requests(self.llm, prompt_token_ids, seeds=seeds, stop_ids=self.stop_ids, **sampling)
         size = len(self.workers)

@@ -1,0 +1,238 @@
+"""The real lm-evaluation-harness against `gen_eval.py --task ...`, question by question.
+
+    .venv-bench/bin/pip install torch==2.13.0 && .venv-bench/bin/pip install -r bench/requirements.txt
+    python bench/compare_lmeval.py --tasks gsm8k gsm8k_cot --limit 50 --out out/compare_lmeval
+
+For each task, on the same model and the first --limit questions of GSM8K's test split:
+  1. the harness (lm-eval 0.4.13, from its own venv, --lm_eval) runs a copy of its own task yaml whose data come
+     from the local GSM8K files (`dataset_path: json`, offline), greedy, batch size 1, writing every sample
+     (--log_samples: the exact prompt it sent, its completion, both filters' answers and scores);
+  2. gen_eval.py runs the same task on the same questions (greedy, one sample, float32 like the harness);
+  3. per question: the prompt's token ids equal, the completion equal (else the first differing character
+     and token shown), each filter's extracted answer and score equal, and our own scorer's answer beside.
+Writes OUT/TASK/comparison.json and prints one table line per task and every disagreement. Steps already done
+(the harness's samples file, gen_eval's finished folder) are not redone, so a run killed in step 2 resumes.
+lm_eval is a bench-only dependency: this script only runs it as a program.
+"""
+import argparse
+import glob
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from tpt.extract import LMEVAL_FILTERS, extract_answer, is_correct  # noqa: E402
+from tpt.io import read_json, read_questions, write_json  # noqa: E402
+from tpt.models import resolve_model  # noqa: E402
+from tpt.prompt import encode_task_prompt, task_prompt  # noqa: E402
+
+# The harness's task file for each of our tasks (lm_eval/tasks/gsm8k/ in lm-eval 0.4.13).
+HARNESS_YAML = {"gsm8k": "gsm8k.yaml", "gsm8k_cot": "gsm8k-cot.yaml"}
+HARNESS_FILTERS = ("strict-match", "flexible-extract")
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--tasks", nargs="+", default=["gsm8k", "gsm8k_cot"], choices=sorted(HARNESS_YAML))
+    p.add_argument("--limit", type=int, default=50, help="the first LIMIT test questions")
+    p.add_argument("--model_name", default="smollm2-135m", help="embedded alias, hub id or local folder")
+    p.add_argument("--gsm8k_dir", default=os.path.join(ROOT, "..", "shared", "data", "gsm8k"),
+                   help="GSM8K's train.jsonl and test.jsonl")
+    p.add_argument("--lm_eval", default=os.path.join(ROOT, ".venv-bench", "bin", "lm_eval"),
+                   help="the harness's command, in its own venv")
+    p.add_argument("--max_gen_toks", type=int, default=256, help="the harness's default; both sides get it")
+    p.add_argument("--batch_size", type=int, default=1,
+                   help="the harness's batch (1: no padding, so its numbers are a single sequence's)")
+    p.add_argument("--apply_chat_template", action="store_true", help="both sides: the model's chat template")
+    p.add_argument("--out", default="out/compare_lmeval")
+    return p
+
+
+# ---------------------------------------------------------------- the harness
+
+def harness_task_dir():
+    """The installed harness's gsm8k task folder, asked of its own interpreter."""
+    python = os.path.join(os.path.dirname(build_parser().get_default("lm_eval")), "python")
+    code = "import lm_eval, os; print(os.path.join(os.path.dirname(lm_eval.__file__), 'tasks', 'gsm8k'))"
+    return subprocess.run([python, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+
+
+def write_local_yaml(task, task_dir, gsm8k_dir, out_dir):
+    """A copy of the harness's own task yaml, renamed tpt_local_TASK, its data the local jsonl files. Nothing
+    else changes (prompt, shots, filters, generation kwargs are the harness's)."""
+    import yaml
+
+    with open(os.path.join(task_dir, HARNESS_YAML[task])) as f:
+        config = yaml.safe_load(f)
+    config["task"] = f"tpt_local_{task}"
+    config.pop("tag", None)
+    config["dataset_path"] = "json"
+    config.pop("dataset_name", None)
+    config["dataset_kwargs"] = {"data_files": {split: os.path.abspath(os.path.join(gsm8k_dir, f"{split}.jsonl"))
+                                               for split in ("train", "test")}}
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, f"tpt_local_{task}.yaml")
+    with open(path, "w") as f:
+        yaml.safe_dump(config, f, sort_keys=False)
+    return path
+
+
+def harness_samples(out_dir, task):
+    found = glob.glob(os.path.join(out_dir, "**", f"samples_tpt_local_{task}_*.jsonl"), recursive=True)
+    return sorted(found)[-1] if found else None
+
+
+def run_harness(args, task, model_path, out_dir):
+    """The harness's per-sample records for `task` (runs it unless its samples file is there)."""
+    harness_dir = os.path.join(out_dir, "harness")
+    if harness_samples(harness_dir, task) is None:
+        yaml_dir = os.path.join(out_dir, "harness_tasks")
+        write_local_yaml(task, harness_task_dir(), args.gsm8k_dir, yaml_dir)
+        command = [args.lm_eval, "run", "--model", "hf",
+                   "--model_args", f"pretrained={model_path},dtype=float32",
+                   "--tasks", f"tpt_local_{task}", "--include_path", yaml_dir, "--limit", str(args.limit),
+                   "--batch_size", str(args.batch_size), "--device", "cpu",
+                   "--gen_kwargs", f"max_gen_toks={args.max_gen_toks}",
+                   "--log_samples", "--output_path", harness_dir]
+        if args.apply_chat_template:
+            command.append("--apply_chat_template")
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        print("harness:", " ".join(command), flush=True)
+        subprocess.run(command, check=True, env=env)
+    with open(harness_samples(harness_dir, task)) as f:
+        return sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["doc_id"])
+
+
+# ---------------------------------------------------------------- ours
+
+def run_ours(args, task, out_dir):
+    """gen_eval.py's finished folder for `task` on the same questions (runs it unless finished)."""
+    folder = os.path.join(out_dir, "gen_eval")
+    command = [sys.executable, os.path.join(ROOT, "gen_eval.py"), "--task", task, "--model_name", args.model_name,
+               "--math", os.path.join(args.gsm8k_dir, "test.jsonl"), "--limit", str(args.limit),
+               "--fewshot_file", os.path.join(args.gsm8k_dir, "train.jsonl"), "--num_samples", "1",
+               "--temperature", "0", "--max_tokens", str(args.max_gen_toks), "--dtype", "float32",
+               "--backend", "hf", "--output_dir", folder]
+    if args.apply_chat_template:
+        command.append("--apply_chat_template")
+    print("ours:", " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+    return folder
+
+
+# ---------------------------------------------------------------- comparing
+
+def first_difference(a, b):
+    """Index of the first character where two strings differ (None when equal)."""
+    if a == b:
+        return None
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return min(len(a), len(b))
+
+
+def merge_filters(records):
+    """The harness writes one record per (doc, filter): one dict per doc with each filter's answer and score."""
+    docs = {}
+    for rec in records:
+        doc = docs.setdefault(rec["doc_id"], {"doc_id": rec["doc_id"], "arguments": rec["arguments"],
+                                              "resps": rec["resps"], "target": rec["target"], "filters": {}})
+        doc["filters"][rec["filter"]] = {"answer": rec["filtered_resps"][0], "exact_match": rec["exact_match"]}
+    return [docs[k] for k in sorted(docs)]
+
+
+def compare(task, harness_docs, folder, questions, tokenizer, apply_chat_template, shots_by_idt):
+    ours = {r["qnum"]: r for r in read_json(os.path.join(folder, "e0.json"))}
+    scored = {r["qnum"]: r for r in read_json(os.path.join(folder, "scored.json"))}
+    rows = []
+    for doc in harness_docs:
+        q = questions[doc["doc_id"]]
+        prompt_text = doc["arguments"]["gen_args_0"]["arg_0"]
+        their_ids = encode_task_prompt(tokenizer, prompt_text)
+        our_text = task_prompt(tokenizer, dict(q, shots=shots_by_idt.get(q["idt"], [])), task=task,
+                               apply_chat_template=apply_chat_template)
+        our_ids = encode_task_prompt(tokenizer, our_text)
+        theirs, mine = doc["resps"][0][0], ours[q["idt"]]["solution"]
+        row = {"doc_id": doc["doc_id"], "idt": q["idt"], "prompt_tokens": len(their_ids),
+               "prompt_text_equal": prompt_text == our_text, "prompt_tokens_equal": their_ids == our_ids,
+               "completion_equal": theirs == mine, "target_harness": doc["target"], "solnum": q["solnum"]}
+        diff = first_difference(theirs, mine)
+        if diff is not None:
+            tok = first_difference(tokenizer(theirs, add_special_tokens=False)["input_ids"],
+                                   tokenizer(mine, add_special_tokens=False)["input_ids"])
+            row["first_difference"] = {"char": diff, "token": tok, "harness": theirs[max(0, diff - 60):diff + 60],
+                                       "ours": mine[max(0, diff - 60):diff + 60]}
+        scores_equal = True
+        for name, mode in LMEVAL_FILTERS[task].items():
+            their = doc["filters"][name]
+            our_answer = extract_answer(mine, mode)
+            our_score = float(is_correct(our_answer, q["solnum"], mode))
+            row[name] = {"harness": their["answer"], "ours": our_answer if our_answer is not None else "[invalid]",
+                         "harness_score": their["exact_match"], "our_score": our_score}
+            # Our filter on the harness's own completion: the filter alone, whatever the completions did.
+            row[name]["ours_on_harness_completion"] = extract_answer(theirs, mode) or "[invalid]"
+            row[name]["filter_equal"] = row[name]["ours_on_harness_completion"] == their["answer"]
+            scores_equal &= our_score == their["exact_match"]
+        row["scores_equal"] = scores_equal
+        row["our_answer"] = scored[q["idt"]]["final_answer"]
+        row["our_correct"] = scored[q["idt"]]["correct"]
+        rows.append(row)
+    return rows
+
+
+def totals(rows):
+    n = len(rows)
+    out = {"questions": n}
+    for key in ("prompt_text_equal", "prompt_tokens_equal", "completion_equal", "scores_equal"):
+        out[key] = sum(r[key] for r in rows)
+    for name in HARNESS_FILTERS:
+        out[f"{name}_answers_equal"] = sum(r[name]["harness"] == r[name]["ours"] for r in rows)
+        out[f"{name}_filter_equal_on_harness_completion"] = sum(r[name]["filter_equal"] for r in rows)
+        out[f"{name}_harness_exact_match"] = sum(r[name]["harness_score"] for r in rows) / n
+        out[f"{name}_our_exact_match"] = sum(r[name]["our_score"] for r in rows) / n
+    out["our_answer_correct"] = sum(r["our_correct"] for r in rows) / n
+    return out
+
+
+def main():
+    args = build_parser().parse_args()
+    from transformers import AutoTokenizer
+
+    from tpt.prompt import fewshot_examples
+
+    model_path = resolve_model(args.model_name)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    questions = read_questions(os.path.join(args.gsm8k_dir, "test.jsonl"))[:args.limit]
+    train = read_questions(os.path.join(args.gsm8k_dir, "train.jsonl"))
+    report = {}
+    for task in args.tasks:
+        out_dir = os.path.join(args.out, task)
+        harness = merge_filters(run_harness(args, task, model_path, out_dir))
+        folder = run_ours(args, task, out_dir)
+        shots_by_idt = {q["idt"]: shots for q, shots in zip(questions, fewshot_examples(task, questions, train))}
+        rows = compare(task, harness, folder, questions, tokenizer, args.apply_chat_template, shots_by_idt)
+        report[task] = {"totals": totals(rows), "rows": rows}
+        write_json(os.path.join(out_dir, "comparison.json"), report[task])
+        t = report[task]["totals"]
+        print(f"{task}: questions {t['questions']} | prompt text equal {t['prompt_text_equal']} | prompt tokens "
+              f"equal {t['prompt_tokens_equal']} | completion equal {t['completion_equal']} | scores equal "
+              f"{t['scores_equal']} | strict-match {t['strict-match_harness_exact_match']:.3f} vs "
+              f"{t['strict-match_our_exact_match']:.3f} | flexible-extract "
+              f"{t['flexible-extract_harness_exact_match']:.3f} vs {t['flexible-extract_our_exact_match']:.3f}")
+        for r in rows:
+            if not (r["prompt_tokens_equal"] and r["completion_equal"] and r["scores_equal"]):
+                print(f"  doc {r['doc_id']}: prompt tokens equal {r['prompt_tokens_equal']}, completion equal "
+                      f"{r['completion_equal']}, scores equal {r['scores_equal']}; "
+                      f"{json.dumps(r.get('first_difference'), ensure_ascii=False)}; "
+                      + "; ".join(f"{n} {r[n]['harness']!r}/{r[n]['ours']!r}" for n in HARNESS_FILTERS))
+    write_json(os.path.join(args.out, "comparison.json"), {t: report[t]["totals"] for t in report})
+    print(f"wrote {args.out}/comparison.json")
+
+
+if __name__ == "__main__":
+    main()
