@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 from tpt.extract import LMEVAL_FILTERS, extract_answer, is_correct  # noqa: E402
 from tpt.io import read_json, read_questions, write_json  # noqa: E402
 from tpt.models import resolve_model  # noqa: E402
-from tpt.prompt import encode_task_prompt, task_prompt  # noqa: E402
+from tpt.prompt import LMEVAL_MAX_GEN_TOKS, encode_task_prompt, fewshot_examples, task_prompt  # noqa: E402
 
 # The harness's task file for each of our tasks (lm_eval/tasks/gsm8k/ in lm-eval 0.4.13).
 HARNESS_YAML = {"gsm8k": "gsm8k.yaml", "gsm8k_cot": "gsm8k-cot.yaml"}
@@ -44,10 +44,16 @@ def build_parser():
                    help="GSM8K's train.jsonl and test.jsonl")
     p.add_argument("--lm_eval", default=os.path.join(ROOT, ".venv-bench", "bin", "lm_eval"),
                    help="the harness's command, in its own venv")
-    p.add_argument("--max_gen_toks", type=int, default=256, help="the harness's default; both sides get it")
+    p.add_argument("--max_gen_toks", type=int, default=LMEVAL_MAX_GEN_TOKS,
+                   help="reply token limit, both sides (the harness's default; another value goes to it as gen_kwargs)")
     p.add_argument("--batch_size", type=int, default=1,
                    help="the harness's batch (1: no padding, so its numbers are a single sequence's)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="OMP_NUM_THREADS of both sides (one each: on shared cores, more threads than cores stall)")
     p.add_argument("--apply_chat_template", action="store_true", help="both sides: the model's chat template")
+    p.add_argument("--prompts_only", action="store_true",
+                   help="only the prompts, no model run: the harness's (bench/lmeval_prompts.py) against ours, "
+                   "text and token ids, for the first --limit questions (1319: the whole test split)")
     p.add_argument("--out", default="out/compare_lmeval")
     return p
 
@@ -96,11 +102,13 @@ def run_harness(args, task, model_path, out_dir):
                    "--model_args", f"pretrained={model_path},dtype=float32",
                    "--tasks", f"tpt_local_{task}", "--include_path", yaml_dir, "--limit", str(args.limit),
                    "--batch_size", str(args.batch_size), "--device", "cpu",
-                   "--gen_kwargs", f"max_gen_toks={args.max_gen_toks}",
                    "--log_samples", "--output_path", harness_dir]
+        if args.max_gen_toks != LMEVAL_MAX_GEN_TOKS:
+            command += ["--gen_kwargs", f"max_gen_toks={args.max_gen_toks}"]
         if args.apply_chat_template:
             command.append("--apply_chat_template")
-        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                   OMP_NUM_THREADS=str(args.threads))
         print("harness:", " ".join(command), flush=True)
         subprocess.run(command, check=True, env=env)
     with open(harness_samples(harness_dir, task)) as f:
@@ -120,7 +128,7 @@ def run_ours(args, task, out_dir):
     if args.apply_chat_template:
         command.append("--apply_chat_template")
     print("ours:", " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    subprocess.run(command, check=True, env=dict(os.environ, OMP_NUM_THREADS=str(args.threads)))
     return folder
 
 
@@ -199,17 +207,62 @@ def totals(rows):
     return out
 
 
+def harness_prompts(args, task, out_dir):
+    """The harness's prompts for the first --limit documents, built by it without a model (lmeval_prompts.py)."""
+    path = os.path.join(out_dir, f"harness_prompts_{args.limit}.jsonl")
+    if not os.path.isfile(path):
+        yaml_dir = os.path.join(out_dir, "harness_tasks")
+        write_local_yaml(task, harness_task_dir(), args.gsm8k_dir, yaml_dir)
+        python = os.path.join(os.path.dirname(args.lm_eval), "python")
+        command = [python, os.path.join(ROOT, "bench", "lmeval_prompts.py"), "--include_path", yaml_dir,
+                   "--task", f"tpt_local_{task}", "--limit", str(args.limit), "--out", path]
+        if args.apply_chat_template:
+            command += ["--apply_chat_template", resolve_model(args.model_name)]
+        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+        subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def compare_prompts(task, prompts, questions, train, tokenizer, apply_chat_template):
+    """Per document: our prompt text and ids against the harness's, and its stop strings against ours."""
+    from tpt.prompt import stop_strings
+
+    shots = fewshot_examples(task, questions, train)
+    rows = []
+    for rec in prompts:
+        q = questions[rec["doc_id"]]
+        ours = task_prompt(tokenizer, dict(q, shots=shots[rec["doc_id"]]), task=task,
+                           apply_chat_template=apply_chat_template)
+        rows.append({"doc_id": rec["doc_id"], "text_equal": ours == rec["prompt"],
+                     "tokens_equal": encode_task_prompt(tokenizer, ours) == encode_task_prompt(tokenizer, rec["prompt"]),
+                     "until_equal": stop_strings(task) == rec["until"],
+                     "first_difference": first_difference(rec["prompt"], ours)})
+    return rows
+
+
 def main():
     args = build_parser().parse_args()
     from transformers import AutoTokenizer
-
-    from tpt.prompt import fewshot_examples
 
     model_path = resolve_model(args.model_name)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     questions = read_questions(os.path.join(args.gsm8k_dir, "test.jsonl"))[:args.limit]
     train = read_questions(os.path.join(args.gsm8k_dir, "train.jsonl"))
     report = {}
+    if args.prompts_only:
+        for task in args.tasks:
+            rows = compare_prompts(task, harness_prompts(args, task, os.path.join(args.out, task)), questions, train,
+                                   tokenizer, args.apply_chat_template)
+            t = {k: sum(r[k] for r in rows) for k in ("text_equal", "tokens_equal", "until_equal")}
+            report[task] = {"questions": len(rows)} | t
+            print(f"{task} prompts: questions {len(rows)} | text equal {t['text_equal']} | token ids equal "
+                  f"{t['tokens_equal']} | stop strings equal {t['until_equal']}")
+            for r in rows:
+                if not (r["text_equal"] and r["tokens_equal"]):
+                    print(f"  doc {r['doc_id']}: first difference at character {r['first_difference']}")
+        write_json(os.path.join(args.out, f"prompts_{args.limit}.json"), report)
+        return
     for task in args.tasks:
         out_dir = os.path.join(args.out, task)
         harness = merge_filters(run_harness(args, task, model_path, out_dir))

@@ -306,6 +306,39 @@ def test_token_budget_and_ignore_eos(hf32):
         backend.max_model_len = old
 
 
+STOP_CASES = [
+    # (how the stop string is picked from the free reply): the reply ends there and is cut before it
+    "first_space_word",  # a word the reply writes early: stopped well inside the budget
+    "newline",  # "\n", as the harness's multi-line stops need
+    "never_written",  # a string the reply never writes: the same reply, to its budget
+]
+
+
+@pytest.fixture(scope="module")
+def free_reply(hf32):
+    backend, _, prompts = hf32
+    return backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=[0])[0][0]  # a GSM8K question: runs to 40
+
+
+@pytest.mark.parametrize("case", STOP_CASES)
+def test_stop_strings_end_the_reply_and_cut_it(hf32, free_reply, case):
+    from tpt.backends import cut_at_stop
+
+    backend, _, prompts = hf32
+    free = free_reply
+    assert free["finish_reason"] == "length"
+    text = free["text"]
+    stop = {"first_space_word": " " + text.split()[3] + " ", "newline": "\n", "never_written": "Question:"}[case]
+    if case == "newline":
+        assert "\n" in text.strip()  # the free reply writes one, so the case tests something
+    stopped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=[0], stop=[stop])[0][0]
+    assert stopped["text"] == cut_at_stop(text, [stop])[0] == text.split(stop)[0]
+    if case == "never_written":
+        assert stopped == free
+    else:
+        assert stopped["finish_reason"] == "stop" and stopped["num_tokens"] < 40
+
+
 def test_dtype_auto_follows_what_the_cpu_reports():
     import torch
 

@@ -15,18 +15,22 @@ import pytest
 from conftest import PYTHON, ROOT, TPT_REF
 from tpt.io import read_json, read_questions, write_json
 from tpt.report import build_report, detectable_change, mcnemar_exact, paired_bootstrap
-from tpt.scoring import score_samples_dir
+from tpt.scoring import score_eval_dir, score_samples_dir
 
 
-def make_round(folder, sample_files, edit=None):
-    """An Eval folder holding the given reference sample files as e0..e{n-1}, scored by tpt.scoring."""
+def make_round(folder, sample_files, edit=None, task=None):
+    """An Eval folder holding the given reference sample files as e0..e{n-1}, scored by tpt.scoring (as gen_eval.py
+    scores it, the harness's filters of `task` included, when a task is given)."""
     os.makedirs(folder)
     for i, src in enumerate(sample_files):
         records = read_json(src)
         if edit:
             records = edit(records)
         write_json(os.path.join(folder, f"e{i}.json"), records)
-    score_samples_dir(folder, read_questions(TPT_REF / "test500.json"), len(sample_files))
+    if task:
+        score_eval_dir(folder, read_questions(TPT_REF / "test500.json"), len(sample_files), task)
+    else:
+        score_samples_dir(folder, read_questions(TPT_REF / "test500.json"), len(sample_files))
     return str(folder)
 
 
@@ -200,3 +204,27 @@ def test_wandb_offline(rounds, tmp_path):
     assert proc.returncode == 0, proc.stderr
     images = glob.glob(str(out / "wandb" / "offline-run-*" / "files" / "media" / "images" / "**" / "*.png"), recursive=True)
     assert len(images) == 2  # the same two figures as report.md
+
+
+def test_report_in_the_harness_terms(tmp_path):
+    from tpt.io import DataError
+
+    ref = [TPT_REF / "gemma2b_test500" / f"e{i}.json" for i in range(10)]
+    a = make_round(tmp_path / "round0" / "eval", ref[:5], task="tpt")
+    b = make_round(tmp_path / "round1" / "eval", ref[5:], task="tpt")
+    md_path, report = build_report([a, b], str(tmp_path / "report"), num_resamples=500)
+    rows = report["rounds"]
+    assert [r["task"] for r in rows] == ["tpt", "tpt"]
+    # the two halves of the 10 gemma samples average to the documented lm-eval figures over all 10
+    # (docs/scoring.md: strict-match 0.4076, flexible-extract 0.5772, bench/compare_scorers.py)
+    for key, documented in (("lmeval_strict_match_pass@1", 0.4076), ("lmeval_flexible_extract_pass@1", 0.5772)):
+        assert (rows[0][key] + rows[1][key]) / 2 == pytest.approx(documented, abs=5e-5)
+        assert rows[1][key] == read_json(os.path.join(b, "pass_at_k_results.json"))[key]
+    comp = report["comparisons"][0]
+    assert "lm-eval gsm8k strict-match pass@1" in comp["verdict"] and "task tpt" in comp["verdict"]
+    md = open(md_path).read()
+    assert "## In lm-evaluation-harness's terms" in md and "| round0 | tpt | gsm8k |" in md
+    # a round evaluated with another task is not compared with this one
+    c = make_round(tmp_path / "cot" / "eval", ref[5:], task="gsm8k_cot")
+    with pytest.raises(DataError, match="compare rounds of one task"):
+        build_report([a, c], str(tmp_path / "report2"), num_resamples=100)
