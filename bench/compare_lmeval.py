@@ -120,6 +120,8 @@ def run_harness(args, task, model_path, out_dir):
 def run_ours(args, task, out_dir):
     """gen_eval.py's finished folder for `task` on the same questions (runs it unless finished)."""
     folder = os.path.join(out_dir, "gen_eval")
+    if os.path.isfile(os.path.join(folder, "manifest.json")):  # finished (by this script or by hand, same flags)
+        return folder
     command = [sys.executable, os.path.join(ROOT, "gen_eval.py"), "--task", task, "--model_name", args.model_name,
                "--math", os.path.join(args.gsm8k_dir, "test.jsonl"), "--limit", str(args.limit),
                "--fewshot_file", os.path.join(args.gsm8k_dir, "train.jsonl"), "--num_samples", "1",
