@@ -1,12 +1,12 @@
 """Train: fine-tune a model on its own kept reasoning traces (TRL SFTTrainer), saving a folder Think loads next.
 
 One CPU (the embedded model, W&B off):
-    python sft_math.py --model_name_or_path smollm2-135m --train_data_path data/next/train.json \
-        --eval_data_path data/next/eval.json --output_dir out/sft --report_to none
+    python sft_math.py --model_name_or_path smollm2-135m --train_traces data/next/train.json \
+        --eval_traces data/next/eval.json --output_dir out/sft --report_to none
 
 Many GPUs / nodes (README "GPUs": FSDP for 9B, DeepSpeed ZeRO-3 with optimizer offload for 70B):
     accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8 sft_math.py \
-        --model_name_or_path google/gemma-2-9b-it --train_data_path data/next/train.json --output_dir out/gemma-tpt
+        --model_name_or_path google/gemma-2-9b-it --train_traces data/next/train.json --output_dir out/gemma-tpt
 
 The flags are TRL's own (SFTConfig, TrainingArguments, ModelConfig, parsed by TrlParser as trl/scripts/sft.py
 does) with the paper's defaults, plus TPT's script arguments; `--config recipe.yaml` sets any of them.
@@ -51,9 +51,9 @@ def main(argv=None):
 
         # Check, before any model loads: the template, the data, the launch.
         check_template(script_args.template)
-        train_records, eval_records = read_train_data(script_args.train_data_path, script_args.eval_data_path)
+        train_records, eval_records = read_train_data(script_args.train_traces, script_args.eval_traces)
         check_launch(training_args)
-        data = data_files(script_args.train_data_path, script_args.eval_data_path, len(train_records), len(eval_records))
+        data = data_files(script_args.train_traces, script_args.eval_traces, len(train_records), len(eval_records))
 
         # Skip a folder holding this very run; refuse one holding a run made otherwise (finished raises).
         stage = train_stage(script_args, training_args, model_args)

@@ -15,8 +15,8 @@
 set -euo pipefail
 
 MODEL=${MODEL:-smollm2-135m}                 # base model: embedded alias, hub id or local folder
-TRAIN_DATA=${TRAIN_DATA:-data/gsm8ktrain.json}
-TEST_DATA=${TEST_DATA:-data/gsm8ktest.json}   # read by Eval only
+TRAIN_QUESTIONS=${TRAIN_QUESTIONS:-${TRAIN_DATA:-data/gsm8ktrain.json}}  # (TRAIN_DATA: its older name)
+TEST_QUESTIONS=${TEST_QUESTIONS:-${TEST_DATA:-data/gsm8ktest.json}}     # read by Eval only (TEST_DATA: older name)
 ROUNDS=${ROUNDS:-1}
 N=${N:-5}                                     # Think: samples per training question
 EVAL_N=${EVAL_N:-5}                           # Eval: samples per test question (pass@1 and pass@EVAL_N)
@@ -58,15 +58,15 @@ if [ -z "$TRAIN_LAUNCH" ]; then
 fi
 
 # Rounds never read the test set except in Eval: refuse to start when train and test share a question.
-$PYTHON make_data.py check --train "$TRAIN_DATA" --test "$TEST_DATA"
+$PYTHON make_data.py check --train_questions "$TRAIN_QUESTIONS" --test_questions "$TEST_QUESTIONS"
 
-eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
-  $PYTHON gen_eval.py --model_name "$1" --math "$TEST_DATA" --output_dir "$2" --numsamples "$EVAL_N" \
+eval_model() {  # eval_model MODEL_PATH SAMPLES_DIR
+  $PYTHON gen_eval.py --model_name "$1" --questions "$TEST_QUESTIONS" --samples_dir "$2" --num_samples "$EVAL_N" \
     --temperature "$EVAL_TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
     --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" --template "$TEMPLATE" $GEN_ARGS
 }
 
-# think_dir, think_resample_dir, think_hint_dir, data_dir, train_json, eval_json, model_dir, eval_dir,
+# think_dir, think_resample_dir, think_hint_dir, data_dir, train_traces, eval_traces, model_dir, eval_dir,
 # report_dir of round $1, and kept_file (Prune's kept traces in a Think folder): python -m tpt.layout prints them.
 round_layout() { local layout; layout=$($PYTHON -m tpt.layout --out "$OUT" --round "$1"); eval "$layout"; }
 
@@ -75,12 +75,12 @@ stage "round 0: Eval of the base model $MODEL"
 eval_model "$MODEL" "$eval_dir"
 evals=("$eval_dir")
 
-think_pass() {  # think_pass MODEL_PATH OUTPUT_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
+think_pass() {  # think_pass MODEL_PATH SAMPLES_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
   local model=$1 dir=$2 n=$3 seed=$4; shift 4
-  $PYTHON gen_synth.py --model_name "$model" --math "$TRAIN_DATA" --output_dir "$dir" --num_samples "$n" \
+  $PYTHON gen_synth.py --model_name "$model" --questions "$TRAIN_QUESTIONS" --samples_dir "$dir" --num_samples "$n" \
     --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
     --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
-  $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
+  $PYTHON evmath.py --samples_dir "$dir" --questions "$TRAIN_QUESTIONS" --num_samples "$n" \
     --max_per_question "$MAX_PER_QUESTION"
   if [ -f "$dir/$kept_file" ]; then kept+=("$dir/$kept_file"); fi
 }
@@ -101,13 +101,13 @@ for r in $(seq 1 "$ROUNDS"); do
   fi
 
   stage "round $r: Prune (split the kept traces of every pass)"
-  $PYTHON make_json.py --input "${kept[@]}" --train_output "$train_json" --eval_output "$eval_json" \
-    --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
+  $PYTHON make_json.py --kept "${kept[@]}" --train_traces "$train_traces" --eval_traces "$eval_traces" \
+    --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_QUESTIONS"
 
   stage "round $r: Train"
   if [ "$INIT_FROM" = base ]; then init=$MODEL; else init=$current; fi
-  ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_data_path "$train_json" \
-    --eval_data_path "$eval_json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
+  ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_traces "$train_traces" \
+    --eval_traces "$eval_traces" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
     --output_dir "$model_dir" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
   current=$model_dir
 

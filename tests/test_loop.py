@@ -27,7 +27,7 @@ def _questions(pairs, offset):
 
 
 def _env(tmp_path, train, test, out):
-    env = dict(os.environ, MODEL="smollm2-135m", TRAIN_DATA=str(train), TEST_DATA=str(test), OUT=str(out),
+    env = dict(os.environ, MODEL="smollm2-135m", TRAIN_QUESTIONS=str(train), TEST_QUESTIONS=str(test), OUT=str(out),
                ROUNDS="1", N="1", EVAL_N="1", TEMPERATURE="0", EVAL_TEMPERATURE="0", MAX_TOKENS="16",
                MAX_MODEL_LEN="512", TEMPLATE="plain", BACKEND="hf", BATCH_SIZE="2", TRAIN_SIZE="100",
                REPORT_TO="none", PYTHON=PYTHON, WANDB_MODE="offline",
@@ -137,7 +137,7 @@ def test_layout_prints_the_folders_loop_sh_reads(tmp_path):
     # runs/loop.sh evals these assignments: each path must come through whole, a space in OUT included.
     out = tmp_path / "my out"
     script = ('eval "$("$1" -m tpt.layout --out "$2" --round 2)"; '
-              'printf "%s\\n" "$think_dir" "$model_dir" "$train_json" "$report_dir" "$kept_file"')
+              'printf "%s\\n" "$think_dir" "$model_dir" "$train_traces" "$report_dir" "$kept_file"')
     shown = subprocess.run(["bash", "-c", script, "bash", PYTHON, str(out)], cwd=ROOT, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == [str(out / "round2" / "think"), str(out / "round2" / "model"),
@@ -150,7 +150,10 @@ def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
     train = _write(tmp_path / "train.json", _questions(SUMS[:4], 0))
     test = _write(tmp_path / "test.json", _questions(SUMS[2:3], 100))
     out = tmp_path / "out"
-    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, env=_env(tmp_path, train, test, out),
+    env = _env(tmp_path, train, test, out)
+    # the older names TRAIN_DATA / TEST_DATA (the README's recipe before TRAIN_QUESTIONS) still name the files
+    env["TRAIN_DATA"], env["TEST_DATA"] = env.pop("TRAIN_QUESTIONS"), env.pop("TEST_QUESTIONS")
+    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "error:" in done.stderr and str(train) in done.stderr and str(test) in done.stderr

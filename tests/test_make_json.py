@@ -101,7 +101,7 @@ def _drop_last_trace(path):
 @pytest.mark.parametrize("flags, change, named", [
     ([], None, None),  # the same inputs and settings: one skip line, nothing rewritten
     (["--train_size", "100"], None, "train_size: 150 -> 100"),  # a changed setting: split again, named
-    ([], _drop_last_trace, "input_sha256"),  # an input file's content changed: split again
+    ([], _drop_last_trace, "kept_sha256"),  # an input file's content changed: split again
 ])
 def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, flags, change, named):
     kept = tmp_path / "kept.json"

@@ -124,7 +124,7 @@ def with_hints(questions):
     return [dict(q, hint=q["solnum"]) for q in questions]
 
 
-def sampling_stage(name, config, questions, output_dir, flags):
+def sampling_stage(name, config, questions, samples_dir, flags):
     """Think's or Eval's Stage (tpt.stage): what must match for two runs to share a folder is the sampling config
     (but --gpu_memory_utilization), the script's other flags that change what is sampled (`flags`, by flag name:
     --limit, Think's --hint), and the questions (with their hints). A folder holding a run made otherwise is
@@ -137,7 +137,7 @@ def sampling_stage(name, config, questions, output_dir, flags):
     text = json.dumps([[q["idt"], q["question"]] + ([q["hint"]] if "hint" in q else []) for q in questions],
                       ensure_ascii=False)
     settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return Stage(name, output_dir, MANIFEST, settings, on_change=REFUSE)
+    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE)
 
 
 def finished_sampling_run(stage, announce=True):
@@ -152,7 +152,7 @@ def finished_sampling_run(stage, announce=True):
     journal = os.path.join(stage.folder, JOURNAL)
     if not os.path.isfile(journal) and os.path.isfile(os.path.join(stage.folder, "e0.json")):
         raise DataError(f"{stage.folder}: holds sample files from another run (no journal, no manifest); "
-                        "use another --output_dir")
+                        "use another --samples_dir")
     return None
 
 

@@ -17,7 +17,7 @@ from tpt.io import DataError
 NOT_FINGERPRINTED = {
     "output_dir", "run_name", "report_to", "wandb_project", "project", "push_to_hub", "keep_checkpoints",
     "resume_from_checkpoint", "disable_tqdm", "skip_memory_metrics", "local_rank", "ddp_timeout",
-    "train_data_path", "eval_data_path",
+    "train_traces", "eval_traces",
 }
 NOT_FINGERPRINTED_PREFIXES = ("logging_", "log_", "hub_", "trackio_")
 
@@ -85,7 +85,7 @@ def train_stage(script_args, training_args, model_args):
     record = {k: v for k, v in settings.items()
               if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_PREFIXES)}
     record["world_size"] = training_args.world_size  # the processes multiply the batch of an optimizer step
-    inputs = {"train_data": script_args.train_data_path, "eval_data": script_args.eval_data_path}
+    inputs = {"train_data": script_args.train_traces, "eval_data": script_args.eval_traces}
     return Stage("Train", training_args.output_dir, MANIFEST, record, inputs=inputs, on_change=REFUSE)
 
 
@@ -119,7 +119,7 @@ def configure(training_args, work_dir, output_dir, has_eval, load_kwargs):
     from transformers.trainer_utils import IntervalStrategy
 
     if training_args.load_best_model_at_end and not has_eval:
-        raise DataError("--load_best_model_at_end needs eval traces (--eval_data_path with at least one record)")
+        raise DataError("--load_best_model_at_end needs eval traces (--eval_traces with at least one record)")
     max_length = training_args.max_length
     training_args.max_length = None
     training_args.output_dir = work_dir
