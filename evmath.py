@@ -33,8 +33,9 @@ def build_parser():
                    help="folder with e0.json ... e{N-1}.json, or a root whose subfolders each hold them")
     p.add_argument("--questions", "--answer_path", "--math", dest="questions", default="data/gsm8ktrain.json",
                    help="question file with the gold answers (TPT JSON with idt or id, JSONL, or GSM8K jsonl)")
-    p.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=2,
-                   help="samples per question: reads e0 .. e{N-1}")
+    p.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=None,
+                   help="samples per question: reads e0 .. e{N-1} (default: the num_samples of the folder's "
+                   "manifest.json, as Think wrote it, else every e{j}.json there)")
     p.add_argument("--k", type=int, nargs="*", default=[], help="extra k for maj@k (pass@k is written for every k <= N)")
     p.add_argument("--max_per_question", type=int, default=1,
                    help="kept traces per question in correct_answers.json (1 = the original recipe; 0 = all)")
@@ -57,6 +58,17 @@ def find_sample_folders(samples_dir):
     return subs
 
 
+def samples_in(folder):
+    """How many samples per question a folder holds: its Think manifest's num_samples, else its e0 .. e{N-1}.json."""
+    manifest = read_manifest(folder, MANIFEST)
+    if isinstance(manifest, dict) and isinstance(manifest.get("num_samples"), int):
+        return manifest["num_samples"]
+    n = 0
+    while os.path.isfile(os.path.join(folder, f"e{n}.json")):
+        n += 1
+    return n
+
+
 def sampled_nothing(folder):
     """True for a Think folder whose pass had no question left to sample (manifest.json: num_questions 0)."""
     manifest = read_manifest(folder, MANIFEST) if os.path.isdir(folder) else None
@@ -77,14 +89,17 @@ def main(argv=None):
             return
         # What the scores depend on: these settings, the content (not the names) of the files read, and the
         # scorer's own code (an upgrade that reads answers otherwise scores again).
-        settings = {"num_samples": args.num_samples, "k": args.k, "max_per_question": args.max_per_question,
-                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated}
-        stages = [Stage("scoring", d, EVMATH_MANIFEST, settings, code=SCORER, on_change=REDO,
-                        inputs={"answer": args.questions, "samples": sample_paths(d, args.num_samples)})
-                  for d in find_sample_folders(args.samples_dir)]
+        settings = {"k": args.k, "max_per_question": args.max_per_question, "strict_only": args.strict_only,
+                    "keep_truncated": args.keep_truncated}
+        stages = []
+        for d in find_sample_folders(args.samples_dir):
+            n = args.num_samples or samples_in(d)
+            stages.append(Stage("scoring", d, EVMATH_MANIFEST, settings | {"num_samples": n}, code=SCORER,
+                                on_change=REDO, inputs={"answer": args.questions, "samples": sample_paths(d, n)}))
         todo = [stage for stage in stages if not stage.finished()]
         questions = read_questions(args.questions) if todo else []
-        loaded = [(stage, *load_samples_dir(stage.folder, questions, args.num_samples)) for stage in todo]
+        loaded = [(stage, *load_samples_dir(stage.folder, questions, stage.settings["num_samples"]))
+                  for stage in todo]
     except DataError as e:
         fail(str(e))
     for stage, sampled, sample_files in loaded:

@@ -28,7 +28,7 @@ def build_parser():
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model_name", default="smollm2-135m",
                         help="embedded alias (smollm2-135m), hub id or local folder")
-    parser.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=2,
+    parser.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=5,
                         help="solutions per question (files e0..e{N-1})")
     parser.add_argument("--questions", "--math", dest="questions", default="data/gsm8ktrain.json",
                         help="question file (TPT JSON or GSM8K JSONL)")

@@ -216,3 +216,44 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     assert {r["qnum"] for r in json.loads((R / "think_hint" / "e0.json").read_text())} >= {50, 51, 52, 53} - solved
     train_set = json.loads((R / "data" / "train.json").read_text())
     assert {r["idt"] for r in train_set} == solved and {r["origin"] for r in train_set} <= {"sample", "resample", "hint"}
+
+
+# A stand-in for python that records each stage's command line and runs only what the loop itself reads
+# (tpt.layout's folders, the GPU count): the loop's own logic, without the stages' work.
+RECORDER = """#!/usr/bin/env bash
+case "$1" in
+  -m|-c) exec "{python}" "$@" ;;
+  *) printf '%s\\n' "$*" >> "{log}" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("env, passed, not_passed", [
+    # nothing set: no stage setting is passed, each stage's own default applies (one place: its --help)
+    ({}, {}, ["--max_tokens", "--max_model_len", "--temperature", "--num_samples", "--learning_rate", "--template",
+              "--train_size", "--max_per_question", "--num_train_epochs", "--backend", "--batch_size", "--limit"]),
+    # set: passed to every stage that takes it, and to those only
+    ({"MAX_TOKENS": "77", "EVAL_N": "3", "LR": "2e-6", "TEMPLATE": "plain", "SEED": "5"},
+     {"gen_synth.py": ["--max_tokens 77", "--template plain", "--seed 6"],
+      "gen_eval.py": ["--max_tokens 77", "--num_samples 3", "--template plain", "--seed 5"],
+      "sft_math.py": ["--learning_rate 2e-6", "--template plain", "--seed 5"], "make_json.py": ["--seed 5"]},
+     ["--temperature", "--max_model_len", "--train_size"]),
+], ids=["unset", "set"])
+def test_loop_passes_only_the_settings_its_user_set(tmp_path, env, passed, not_passed):
+    log, fake = tmp_path / "calls.log", tmp_path / "python"
+    fake.write_text(RECORDER.format(python=PYTHON, log=log))
+    fake.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if k not in ("N", "EVAL_N", "LR", "SEED", "TEMPLATE", "MAX_TOKENS")}
+    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, capture_output=True, text=True,
+                          env=base | {"PYTHON": str(fake), "OUT": str(tmp_path / "out")} | env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = log.read_text().splitlines()
+    scripts = {line.split()[0] for line in calls}
+    assert {"gen_eval.py", "gen_synth.py", "evmath.py", "make_json.py", "sft_math.py", "report.py"} <= scripts
+    for line in calls:
+        for flag in not_passed:
+            assert f"{flag} " not in line + " ", line
+    for script, flags in passed.items():
+        for line in (c for c in calls if c.startswith(script)):
+            for flag in flags:
+                assert f" {flag} " in f" {line} ", (script, flag, line)
