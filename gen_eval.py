@@ -1,16 +1,18 @@
 """Eval: sample N solutions per test question and score them with the same code as evmath.py.
 
-    python gen_eval.py --model_name smollm2-135m --math data/gsm8ktest500.json --numsamples 5 \
-        --outputdir samples/math_eval/smollm2 --limit 50 --max_tokens 512
+    python gen_eval.py --model_name smollm2-135m --questions data/gsm8ktest500.json --num_samples 5 \
+        --samples_dir samples/math_eval/smollm2 --limit 50 --max_tokens 512
     # lm-evaluation-harness's GSM8K tasks (5-shot, and 8-shot chain of thought), greedy, as papers report them
-    python gen_eval.py --task gsm8k --model_name smollm2-135m --math data/gsm8ktest.json \
-        --fewshot_file data/gsm8ktrain.json --outputdir samples/math_eval/smollm2_gsm8k
-    python gen_eval.py --task gsm8k_cot --model_name smollm2-135m --math data/gsm8ktest.json \
-        --outputdir samples/math_eval/smollm2_gsm8k_cot
+    python gen_eval.py --task gsm8k --model_name smollm2-135m --questions data/gsm8ktest.json \
+        --fewshot_file data/gsm8ktrain.json --samples_dir samples/math_eval/smollm2_gsm8k
+    python gen_eval.py --task gsm8k_cot --model_name smollm2-135m --questions data/gsm8ktest.json \
+        --samples_dir samples/math_eval/smollm2_gsm8k_cot
 
 Writes e0.json ... e{N-1}.json, scored.json, pass_at_k_results.json (+ .csv), correct_answers.json and, last,
-manifest.json (with the scoring summary). --temperature 0 decodes greedily. --output_dir and --num_samples are
-accepted too (the original's own flag names disagreed and it crashed on that).
+manifest.json (with the scoring summary). --temperature 0 decodes greedily. Run again on its finished folder, it
+skips; a changed setting is refused (tpt/stage.py); a changed scorer (tpt.stage.SCORER) re-scores the samples
+it has, sampling nothing. The original's spellings
+--math, --outputdir/--output_dir and --numsamples are accepted too (its own flag names disagreed).
 
 --task: tpt (the TPT paper's prompt in the model's chat template), or lm-eval 0.4.13's gsm8k / gsm8k_cot (the
 harness's prompt, shots, stop strings, greedy decoding and 256-token limit; plain text unless
@@ -22,9 +24,10 @@ task as lmeval_strict_match_* and lmeval_flexible_extract_* (its exact_match whe
 import argparse
 
 from tpt.generate import (SamplingConfig, add_generation_args, check_config, finished_sampling_run, format_stats,
-                          run_fingerprint, sample_questions, select_questions, skip_line, write_run_manifest)
-from tpt.io import DataError, fail, read_questions
+                          sample_questions, sampling_stage, select_questions, write_run_manifest)
+from tpt.io import DataError, read_questions
 from tpt.prompt import LMEVAL_MAX_GEN_TOKS, TASKS, fewshot_examples, uses_fewshot_file
+from tpt.stage import SCORER, code_sha256, fail, redo
 
 # The defaults that depend on --task (flags left at None): the original's sampling for tpt, the harness's greedy
 # decoding, one sample, its max_gen_toks and the model's own context length for gsm8k and gsm8k_cot.
@@ -45,12 +48,12 @@ def build_parser():
                         help="--task gsm8k: the train questions its shots are drawn from (never the test questions)")
     parser.add_argument("--apply_chat_template", action="store_true",
                         help="lm-eval tasks: put the prompt in the model's chat template (the harness's flag)")
-    parser.add_argument("--numsamples", "--num_samples", dest="num_samples", type=int, default=None,
+    parser.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=None,
                         help="solutions per question (pass@1 and pass@N); None = 10 for tpt, 1 for lm-eval tasks")
-    parser.add_argument("--math", default="data/gsm8ktest500.json",
+    parser.add_argument("--questions", "--math", dest="questions", default="data/gsm8ktest500.json",
                         help="test question file (make_data.py gsm8k --test_size 500 writes this one)")
-    parser.add_argument("--outputdir", "--output_dir", dest="output_dir", default="samples/math_eval/2b",
-                        help="run folder (samples, scores, manifest)")
+    parser.add_argument("--samples_dir", "--output_dir", "--outputdir", dest="samples_dir",
+                        default="samples/math_eval/2b", help="run folder (samples, scores, manifest)")
     add_generation_args(parser, temperature=None, max_tokens=None, max_model_len=None)
     return parser
 
@@ -68,27 +71,34 @@ def main():
     from tpt.scoring import format_summary, score_eval_dir
 
     try:
-        questions = select_questions(read_questions(args.math), args.limit)
+        questions = select_questions(read_questions(args.questions), args.limit)
         check_config(config)
         train = read_questions(args.fewshot_file) if uses_fewshot_file(args.task) else []
         if args.task != "tpt":
             questions = [dict(q, shots=shots) for q, shots in zip(questions, fewshot_examples(args.task, questions,
                                                                                              train))]
-        fingerprint = run_fingerprint(config, questions, {"limit": args.limit})
-        finished = finished_sampling_run(args.output_dir, fingerprint)
-        if finished is not None:
+        stage = sampling_stage("Eval", config, questions, args.samples_dir, {"limit": args.limit})
+        finished = finished_sampling_run(stage, announce=False)
+        scorer = code_sha256(SCORER)
+        if finished is not None and finished.get("scorer_sha256") == scorer:
+            stage.say_skip()
             print(f"{format_stats(finished)} | {format_summary(finished['scores'])}")
-            print(skip_line(args.output_dir))
             return
-        stats = sample_questions(config, questions, args.math, args.output_dir, fingerprint)
-        stats["scores"] = score_eval_dir(args.output_dir, questions, config.num_samples, config.task)
-        write_run_manifest(args.output_dir, flags, fingerprint, stats)
+        if finished is not None:  # the samples are this run's; only how their answers are read changed
+            redo(args.samples_dir, "its scores (the scorer's code changed since they were written)")
+            stats = {k: v for k, v in finished.items() if k not in ("script", "argv", "args", "versions",
+                                                                     "finished_at", "fingerprint")}
+        else:
+            stats = sample_questions(config, questions, args.questions, stage)
+        stats["scores"] = score_eval_dir(args.samples_dir, questions, config.num_samples, config.task)
+        stats["scorer_sha256"] = scorer
+        write_run_manifest(stage, flags, stats)
     except DataError as e:
         fail(str(e))
 
     print(f"{format_stats(stats)} | {format_summary(stats['scores'])}")
     print(f"wrote e0.json ... e{config.num_samples - 1}.json, scored.json, pass_at_k_results.json and manifest.json "
-          f"to {args.output_dir}")
+          f"to {args.samples_dir}")
 
 
 if __name__ == "__main__":

@@ -73,7 +73,7 @@ def run_mode(args):
     records = sample_traces(args.traces, args.steps * args.batch_size, args.seed)
     work = tempfile.mkdtemp(prefix="bench_train.")
     _, config, _ = sft_math.build_parser().parse_args_and_config([
-        "--train_data_path", args.traces, "--output_dir", work, "--report_to", "none", *MODES[args.one_mode],
+        "--train_traces", args.traces, "--output_dir", work, "--report_to", "none", *MODES[args.one_mode],
         "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
         "--gradient_accumulation_steps", "1", "--save_strategy", "no", "--model_name_or_path", args.model,
     ])

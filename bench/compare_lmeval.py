@@ -123,10 +123,10 @@ def run_ours(args, task, out_dir):
     if os.path.isfile(os.path.join(folder, "manifest.json")):  # finished (by this script or by hand, same flags)
         return folder
     command = [sys.executable, os.path.join(ROOT, "gen_eval.py"), "--task", task, "--model_name", args.model_name,
-               "--math", os.path.join(args.gsm8k_dir, "test.jsonl"), "--limit", str(args.limit),
+               "--questions", os.path.join(args.gsm8k_dir, "test.jsonl"), "--limit", str(args.limit),
                "--fewshot_file", os.path.join(args.gsm8k_dir, "train.jsonl"), "--num_samples", "1",
                "--temperature", "0", "--max_tokens", str(args.max_gen_toks), "--dtype", "float32",
-               "--backend", "hf", "--output_dir", folder]
+               "--backend", "hf", "--samples_dir", folder]
     if args.apply_chat_template:
         command.append("--apply_chat_template")
     print("ours:", " ".join(command), flush=True)

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from tpt.extract import LMEVAL_FILTERS, extract_answer, is_correct
-from tpt.generate import SamplingConfig, run_fingerprint
+from tpt.generate import SamplingConfig, sampling_stage
 from tpt.io import DataError, read_questions
 from tpt.prompt import encode_question, fewshot_examples, stop_strings, task_prompt
 
@@ -164,16 +164,17 @@ def test_task_is_in_the_fingerprint(gsm8k):
     prints = []
     for task, chat in (("tpt", False), ("gsm8k", False), ("gsm8k", True), ("gsm8k_cot", False)):
         qs = [dict(q, shots=s) for q, s in zip(test[:2], fewshot_examples(task, test[:2], train))]
-        prints.append(run_fingerprint(SamplingConfig(**base, task=task, apply_chat_template=chat), qs, {"limit": 2}))
+        config = SamplingConfig(**base, task=task, apply_chat_template=chat)
+        prints.append(sampling_stage("Eval", config, qs, "unused", {"limit": 2}).fingerprint)
     assert len({json.dumps(p, sort_keys=True) for p in prints}) == 4
     assert [p["task"] for p in prints] == ["tpt", "gsm8k", "gsm8k", "gsm8k_cot"]
 
 
 def test_gen_eval_task_gsm8k_subprocess(tmp_path):
     out = tmp_path / "gsm8k"
-    cmd = [PYTHON, str(ROOT / "gen_eval.py"), "--task", "gsm8k", "--math", str(GSM8K / "test.jsonl"),
+    cmd = [PYTHON, str(ROOT / "gen_eval.py"), "--task", "gsm8k", "--questions", str(GSM8K / "test.jsonl"),
            "--fewshot_file", str(GSM8K / "train.jsonl"), "--limit", "2", "--max_tokens", "6", "--backend", "hf",
-           "--dtype", "float32", "--output_dir", str(out)]
+           "--dtype", "float32", "--samples_dir", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "pass_at_k_results.json").read_text())
