@@ -48,6 +48,9 @@ def build_parser():
                    help="reply token limit, both sides (the harness's default; another value goes to it as gen_kwargs)")
     p.add_argument("--batch_size", type=int, default=1,
                    help="the harness's batch (1: no padding, so its numbers are a single sequence's)")
+    p.add_argument("--harness_parts", type=int, default=1,
+                   help="1: `lm_eval run` itself; N: the harness's own objects in N processes, each a share of the "
+                   "documents (bench/lmeval_generate.py; same prompts, same shots), for shared cores")
     p.add_argument("--threads", type=int, default=1,
                    help="OMP_NUM_THREADS of both sides (one each: on shared cores, more threads than cores stall)")
     p.add_argument("--apply_chat_template", action="store_true", help="both sides: the model's chat template")
@@ -88,15 +91,28 @@ def write_local_yaml(task, task_dir, gsm8k_dir, out_dir):
 
 
 def harness_samples(out_dir, task):
-    found = glob.glob(os.path.join(out_dir, "**", f"samples_tpt_local_{task}_*.jsonl"), recursive=True)
-    return sorted(found)[-1] if found else None
+    """The harness's per-sample files for `task` under out_dir (one, or one per part of a run split with
+    --samples: gsm8k_cot's fixed shots make any split of its documents give the same prompts)."""
+    return sorted(glob.glob(os.path.join(out_dir, "**", f"samples_tpt_local_{task}_*.jsonl"), recursive=True))
 
 
 def run_harness(args, task, model_path, out_dir):
     """The harness's per-sample records for `task` (runs it unless its samples file is there)."""
     harness_dir = os.path.join(out_dir, "harness")
-    if harness_samples(harness_dir, task) is None:
-        yaml_dir = os.path.join(out_dir, "harness_tasks")
+    env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               OMP_NUM_THREADS=str(args.threads))
+    yaml_dir = os.path.join(out_dir, "harness_tasks")
+    if not harness_samples(out_dir, task) and args.harness_parts > 1:
+        write_local_yaml(task, harness_task_dir(), args.gsm8k_dir, yaml_dir)
+        python = os.path.join(os.path.dirname(args.lm_eval), "python")
+        runs = [subprocess.Popen([python, os.path.join(ROOT, "bench", "lmeval_generate.py"), "--include_path",
+                                  yaml_dir, "--task", f"tpt_local_{task}", "--limit", str(args.limit), "--part",
+                                  str(part), "--parts", str(args.harness_parts), "--model", model_path, "--out",
+                                  os.path.join(f"{harness_dir}_part{part}", f"samples_tpt_local_{task}_part{part}.jsonl")],
+                                 env=env) for part in range(args.harness_parts)]
+        if any(run.wait() for run in runs):
+            sys.exit(f"error: a harness part of {task} failed (its log is above)")
+    if not harness_samples(out_dir, task):
         write_local_yaml(task, harness_task_dir(), args.gsm8k_dir, yaml_dir)
         command = [args.lm_eval, "run", "--model", "hf",
                    "--model_args", f"pretrained={model_path},dtype=float32",
@@ -107,12 +123,13 @@ def run_harness(args, task, model_path, out_dir):
             command += ["--gen_kwargs", f"max_gen_toks={args.max_gen_toks}"]
         if args.apply_chat_template:
             command.append("--apply_chat_template")
-        env = dict(os.environ, HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-                   OMP_NUM_THREADS=str(args.threads))
         print("harness:", " ".join(command), flush=True)
         subprocess.run(command, check=True, env=env)
-    with open(harness_samples(harness_dir, task)) as f:
-        return sorted((json.loads(line) for line in f if line.strip()), key=lambda r: r["doc_id"])
+    records = []
+    for path in harness_samples(out_dir, task):
+        with open(path) as f:
+            records += [json.loads(line) for line in f if line.strip()]
+    return records
 
 
 # ---------------------------------------------------------------- ours
@@ -146,11 +163,14 @@ def first_difference(a, b):
     return min(len(a), len(b))
 
 
-def merge_filters(records):
-    """The harness writes one record per (doc, filter): one dict per doc with each filter's answer and score."""
+def merge_filters(records, questions):
+    """The harness writes one record per (doc, filter): one dict per test question (its row found by the record's
+    own document, so a run split with --samples maps back) with each filter's answer and score."""
+    row_of = {q["question"]: i for i, q in enumerate(questions)}
     docs = {}
     for rec in records:
-        doc = docs.setdefault(rec["doc_id"], {"doc_id": rec["doc_id"], "arguments": rec["arguments"],
+        row = row_of[rec["doc"]["question"]]
+        doc = docs.setdefault(row, {"doc_id": row, "arguments": rec["arguments"],
                                               "resps": rec["resps"], "target": rec["target"], "filters": {}})
         doc["filters"][rec["filter"]] = {"answer": rec["filtered_resps"][0], "exact_match": rec["exact_match"]}
     return [docs[k] for k in sorted(docs)]
@@ -267,7 +287,7 @@ def main():
         return
     for task in args.tasks:
         out_dir = os.path.join(args.out, task)
-        harness = merge_filters(run_harness(args, task, model_path, out_dir))
+        harness = merge_filters(run_harness(args, task, model_path, out_dir), questions)
         folder = run_ours(args, task, out_dir)
         shots_by_idt = {q["idt"]: shots for q, shots in zip(questions, fewshot_examples(task, questions, train))}
         rows = compare(task, harness, folder, questions, tokenizer, args.apply_chat_template, shots_by_idt)

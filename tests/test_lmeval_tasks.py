@@ -4,9 +4,10 @@ question, the task in the fingerprint, and gen_eval.py itself as a subprocess on
 
 The expectations are built here from the harness's documented format (lm-eval 0.4.13, lm_eval/tasks/gsm8k/
 gsm8k.yaml and gsm8k-cot.yaml: doc_to_text, target " ", shots joined by a blank line), not from tpt.prompt. The
-train rows of the harness's own draws for test rows 0 and 1 were read from the real harness's --log_samples
-output (bench/compare_lmeval.py, docs/scoring.md): they pin the sampler, random.Random(1234).sample per test
-document in order. The comparison with the whole harness, token for token, is bench/compare_lmeval.py.
+train rows of the harness's own draws for test rows 0 and 1 were read from the prompts the real harness built
+(bench/lmeval_prompts.py, run by bench/compare_lmeval.py --prompts_only, docs/scoring.md): they pin the sampler,
+random.Random(1234).sample per test document in order. The comparison with the whole harness, token for token,
+is bench/compare_lmeval.py.
 """
 import json
 import subprocess
@@ -20,7 +21,7 @@ from tpt.prompt import encode_question, fewshot_examples, stop_strings, task_pro
 
 from conftest import GSM8K, PYTHON, ROOT
 
-# The harness's shots (train split rows) for test rows 0 and 1, from its --log_samples prompts.
+# The harness's shots (train split rows) for test rows 0 and 1, found in the prompts it built.
 HARNESS_SHOT_ROWS = {0: [6374, 3610, 957, 61, 742], 1: [7462, 6610, 4769, 286, 5501]}
 # gsm8k-cot.yaml's first and last fewshot_config samples (question opening, target).
 COT_FIRST = ("There are 15 trees in the grove.", "So there must have been 21 - 15 = 6. The answer is 6.")
