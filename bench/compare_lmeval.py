@@ -176,12 +176,21 @@ def merge_filters(records, questions):
     return [docs[k] for k in sorted(docs)]
 
 
-def compare(task, harness_docs, folder, questions, tokenizer, apply_chat_template, shots_by_idt):
-    ours = {r["qnum"]: r for r in read_json(os.path.join(folder, "e0.json"))}
-    scored = {r["qnum"]: r for r in read_json(os.path.join(folder, "scored.json"))}
+def finished_folders(out_dir):
+    """OUT/TASK/gen_eval and any other finished gen_eval_* folder there (a run continued on more questions with
+    their own question file, whose idt keep the test split's rows)."""
+    return sorted(d for d in glob.glob(os.path.join(out_dir, "gen_eval*"))
+                  if os.path.isfile(os.path.join(d, "manifest.json")))
+
+
+def compare(task, harness_docs, folders, questions, tokenizer, apply_chat_template, shots_by_idt):
+    ours = {r["qnum"]: r for d in folders for r in read_json(os.path.join(d, "e0.json"))}
+    scored = {r["qnum"]: r for d in folders for r in read_json(os.path.join(d, "scored.json"))}
     rows = []
     for doc in harness_docs:
         q = questions[doc["doc_id"]]
+        if q["idt"] not in ours:
+            continue
         prompt_text = doc["arguments"]["gen_args_0"]["arg_0"]
         their_ids = encode_task_prompt(tokenizer, prompt_text)
         our_text = task_prompt(tokenizer, dict(q, shots=shots_by_idt.get(q["idt"], [])), task=task,
@@ -288,7 +297,8 @@ def main():
     for task in args.tasks:
         out_dir = os.path.join(args.out, task)
         harness = merge_filters(run_harness(args, task, model_path, out_dir), questions)
-        folder = run_ours(args, task, out_dir)
+        run_ours(args, task, out_dir)
+        folder = finished_folders(out_dir)
         shots_by_idt = {q["idt"]: shots for q, shots in zip(questions, fewshot_examples(task, questions, train))}
         rows = compare(task, harness, folder, questions, tokenizer, args.apply_chat_template, shots_by_idt)
         report[task] = {"totals": totals(rows), "rows": rows}

@@ -23,6 +23,7 @@ def main():
     p.add_argument("--include_path", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--start", type=int, default=0, help="only documents from this one on (the shots stay the full run's)")
     p.add_argument("--part", type=int, default=0, help="this process's share: documents i with i % parts == part")
     p.add_argument("--parts", type=int, default=1)
     p.add_argument("--model", required=True, help="the model folder (--model_args pretrained=...)")
@@ -36,7 +37,8 @@ def main():
     task = get_task_dict([args.task], TaskManager(include_path=args.include_path))[args.task]
     task.set_fewshot_seed(seed=args.fewshot_seed)
     task.build_all_requests(limit=args.limit)
-    mine = [inst for inst in sorted(task.instances, key=lambda i: i.doc_id) if inst.doc_id % args.parts == args.part]
+    mine = [inst for inst in sorted(task.instances, key=lambda i: i.doc_id)
+            if inst.doc_id % args.parts == args.part and inst.doc_id >= args.start]
     lm = HFLM(pretrained=args.model, dtype="float32", batch_size=1, device="cpu")
     resps = lm.generate_until(mine)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
