@@ -220,21 +220,23 @@ def sample_batches(sampler, config, questions, prompts, todo, journal_path, jour
     progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
                     desc=f"sampling x{config.num_samples} ({sampler.name})")
     new_tokens, new_seconds = 0, 0.0
-    for b, batch in todo:
-        t0 = time.time()
-        results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
-                                   config.top_p, config.max_tokens,
-                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]))
-        seconds = time.time() - t0
-        lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
-                 for i, samples in zip(batch, results)]
-        append_journal(journal_path, lines)
-        journal.update({line["index"]: line for line in lines})
-        new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
-        new_seconds += seconds
-        progress.update(len(batch))
-        progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
-    progress.close()
+    try:  # the bar ends its line before any error is printed
+        for b, batch in todo:
+            t0 = time.time()
+            results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
+                                       config.top_p, config.max_tokens,
+                                       seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]))
+            seconds = time.time() - t0
+            lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
+                     for i, samples in zip(batch, results)]
+            append_journal(journal_path, lines)
+            journal.update({line["index"]: line for line in lines})
+            new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
+            new_seconds += seconds
+            progress.update(len(batch))
+            progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
+    finally:
+        progress.close()
 
 
 def sample_totals(journal, num_questions):

@@ -27,11 +27,13 @@ What vLLM does not allow or does not do as asked is handled here:
   * ignore_eos only lifts the tokenizer's eos; the end tokens we pass as stop_token_ids would still stop a reply,
     so none are passed then;
   * a request that finishes 'abort' or 'error' has no reply: that is a BackendError, never a sample;
-  * an engine that dies (EngineDeadError, its process killed) is a BackendError of one line naming the engine.
+  * an engine that dies (EngineDeadError, its process killed) is a BackendError of one line naming the engine;
+    vLLM 0.32 would leave a call waiting for ever on a killed engine process, so watch_engine wakes it.
 """
 import multiprocessing
 import multiprocessing.connection
 import os
+import threading
 
 from tpt.backends import BackendError
 
@@ -100,6 +102,23 @@ def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tok
             samples = [dict(samples[0]) for _ in range(num_samples)]
         results.append(samples)
     return results
+
+
+def watch_engine(llm, done, poll_s=1.0):
+    """Until `done` is set: when vLLM's client marks its engine dead, hand the waiting generate call an
+    EngineDeadError. (vLLM 0.32's LLM waits for ever on a killed engine-core process: the client's monitor thread
+    marks the engine dead and stops the thread that reads its outputs, but nothing wakes the caller, which waits on
+    that thread's queue. A version whose client has no such queue is left alone.)"""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+    if resources is None or outputs is None or not hasattr(resources, "engine_dead"):
+        return
+    while not done.wait(poll_s):
+        if resources.engine_dead:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            outputs.put_nowait(EngineDeadError())
+            return
 
 
 def gpu_groups(data_parallel_size, tensor_parallel_size, visible):
@@ -225,6 +244,8 @@ class VLLMBackend:
         sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         ignore_eos=ignore_eos)
         if self.llm is not None:
+            done = threading.Event()
+            threading.Thread(target=watch_engine, args=(self.llm, done), daemon=True, name="tpt-vllm-watch").start()
             try:
                 return run_requests(self.llm, prompt_token_ids, seeds=seeds, stop_ids=self.stop_ids, **sampling)
             except BackendError:
@@ -232,6 +253,8 @@ class VLLMBackend:
             except Exception as e:  # EngineDeadError when its process died; vLLM has logged the cause above
                 raise BackendError(f"{self.engine_name} failed while sampling: {_describe(e)}; finished calls are "
                                    "journaled, run again to resume") from e
+            finally:
+                done.set()
         size = len(self.workers)
         # Dealt round-robin: calls arrive sorted by prompt length, so every engine gets long and short prompts.
         shares = [list(range(r, len(prompt_token_ids), size)) for r in range(size)]
