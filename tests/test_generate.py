@@ -224,13 +224,13 @@ def _prompts(tokenizer):
 
 @pytest.fixture(scope="module")
 def hf32():
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
     from tpt.generate import load_tokenizer
     from tpt.models import resolve_model
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    backend = load_backend("hf", path, tokenizer, dtype="float32", batch_size=3)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype="float32", batch_size=3))
     return backend, tokenizer, _prompts(tokenizer)
 
 
@@ -327,10 +327,10 @@ def test_dtype_auto_follows_what_the_cpu_reports():
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     _, tokenizer, prompts = hf32
-    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
+    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, EngineConfig(dtype="bfloat16", batch_size=3))
     assert backend.dtype == __import__("torch").bfloat16
     a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
     b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))

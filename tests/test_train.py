@@ -339,11 +339,12 @@ def test_transformers_backend_loads_gemma2_with_eager(gemma_folder):
     # Think's transformers backend follows the same rule as Train.
     from transformers import AutoTokenizer
 
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     tok = AutoTokenizer.from_pretrained(gemma_folder)
     assert load_backend("hf", gemma_folder, tok).model.config._attn_implementation == "eager"
-    assert load_backend("hf", gemma_folder, tok, attn_implementation="sdpa").model.config._attn_implementation == "sdpa"
+    sdpa = EngineConfig(attn_implementation="sdpa")
+    assert load_backend("hf", gemma_folder, tok, sdpa).model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize("requested, use_peft, bf16, expected", [

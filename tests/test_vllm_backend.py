@@ -76,10 +76,10 @@ def deadline(seconds):
 
 @contextlib.contextmanager
 def engine(model, **options):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     path, tokenizer = model
-    backend = load_backend("vllm", path, tokenizer, max_model_len=MAX_MODEL_LEN, seed=0, **options)
+    backend = load_backend("vllm", path, tokenizer, EngineConfig(max_model_len=MAX_MODEL_LEN, seed=0, **options))
     try:
         yield backend
     finally:
@@ -134,12 +134,13 @@ def generation_flag_values():
 def test_engine_arguments_bind_to_the_installed_llm_and_engine_args(model):
     from vllm import LLM, EngineArgs
 
+    from tpt.backends import EngineConfig
     from tpt.backends.vllm_backend import llm_kwargs
 
     values = generation_flag_values()
     for combo in itertools.product(*values.values()):
         options = dict(zip(values, combo))
-        kwargs = llm_kwargs(model[0], seed=3, **options)
+        kwargs = llm_kwargs(model[0], EngineConfig(seed=3, **options))
         inspect.signature(LLM.__init__).bind(None, **kwargs)
         EngineArgs(**kwargs)  # the dataclass LLM builds from them: unknown names and bad values raise
 

@@ -197,13 +197,7 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     """The backend (tpt.backends) with the model loaded as `config` says."""
     from tpt.backends import load_backend
 
-    return load_backend(backend_name, model_path, tokenizer, dtype=config.dtype,
-                        max_model_len=config.max_model_len, batch_size=config.batch_size,
-                        tensor_parallel_size=config.tensor_parallel_size,
-                        data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
-                        gpu_memory_utilization=config.gpu_memory_utilization,
-                        trust_remote_code=config.trust_remote_code, seed=config.seed,
-                        attn_implementation=config.attn_implementation)
+    return load_backend(backend_name, model_path, tokenizer, config)
 
 
 def sample_batches(sampler, config, questions, prompts, todo, journal_path, journal):
