@@ -6,14 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 EVAL = [PYTHON, str(ROOT / "gen_eval.py")]

@@ -12,6 +12,8 @@ from tests.conftest import TPT_REF
 from tpt.io import DataError
 from tpt.prompt import build_prompt, encode_prompt
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 NUM = 8  # real traces per test
 
 
