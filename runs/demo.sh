@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 export OUT=${OUT:-out/demo}
 export PYTHON=${PYTHON:-python}
 
-# Sized by power (README, The demo): the task's space holds 242 distinct questions; 200 test draws keep 130 distinct
+# Sized by power (docs/demo.md): the task's space holds 242 distinct questions; 200 test draws keep 130 distinct
 # test questions and 400 train draws 96 train questions once repeats and overlap go. Eval samples 130 x 4 = 520
 # (the paired test then detects about +-5 pts of answer pass@1), Think all 96 x 4.
 $PYTHON make_data.py gym --out_dir "$OUT/data" --train_size "${DEMO_TRAIN_QUESTIONS:-400}" \
