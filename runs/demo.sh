@@ -17,6 +17,6 @@ export MODEL=${MODEL:-smollm2-135m}
 export TRAIN_QUESTIONS=$OUT/data/train.json TEST_QUESTIONS=$OUT/data/test.json
 export ROUNDS=${ROUNDS:-1} N=${N:-4} LIMIT=${LIMIT:-0} EVAL_N=${EVAL_N:-4} TRAIN_SIZE=${TRAIN_SIZE:-200} MAX_PER_QUESTION=${MAX_PER_QUESTION:-0}
 export LR=${LR:-1e-5} EPOCHS=${EPOCHS:-2} MAX_TOKENS=${MAX_TOKENS:-160} MAX_MODEL_LEN=${MAX_MODEL_LEN:-1024}
-export BACKEND=${BACKEND:-hf} BATCH_SIZE=${BATCH_SIZE:-32}
+export BACKEND=${BACKEND:-hf} BATCH_SIZE=${BATCH_SIZE:-32} SEED=${SEED:-0}
 export SFT_ARGS=${SFT_ARGS:-"--per_device_train_batch_size 4 --gradient_accumulation_steps 1 --logging_steps 1"}
 bash runs/loop.sh
