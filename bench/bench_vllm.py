@@ -46,7 +46,7 @@ def build_parser():
 
 
 def run_mode(args):
-    from tpt.backends import load_backend, question_seeds
+    from tpt.backends import EngineConfig, load_backend, question_seeds
     from tpt.generate import load_tokenizer
     from tpt.io import read_questions
     from tpt.models import resolve_model
@@ -58,9 +58,9 @@ def run_mode(args):
     prompts = [encode_prompt(tokenizer, q["question"]) for q in questions]
     seeds = question_seeds(0, [q["idt"] for q in questions])
     t0 = time.time()
-    backend = load_backend("hf" if args.mode == "hf" else "vllm", path, tokenizer, dtype=args.dtype,
-                           max_model_len=args.max_model_len, batch_size=args.batch_size,
-                           enforce_eager=args.mode == "original" or args.enforce_eager)
+    engine = EngineConfig(dtype=args.dtype, max_model_len=args.max_model_len, batch_size=args.batch_size,
+                          enforce_eager=args.mode == "original" or args.enforce_eager)
+    backend = load_backend("hf" if args.mode == "hf" else "vllm", path, tokenizer, engine)
     load = time.time() - t0
     n, tokens = args.num_samples, args.max_tokens
     t0 = time.time()

@@ -18,12 +18,14 @@ import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
 
 if os.environ.get("TPT_REQUIRE_VLLM"):
     import vllm  # noqa: F401  (make test-vllm: a missing vllm is a failure, not a skip)
 else:
     pytest.importorskip("vllm", reason="vllm is not installed (make test-vllm installs it into .venv-vllm-cpu)")
+
+pytestmark = pytest.mark.slow  # a real engine in every test (pytest -m 'not slow' leaves them out)
 
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB per engine: the module's and a script's fit together
 MAX_MODEL_LEN = 512
@@ -41,13 +43,13 @@ def model():
 
 @pytest.fixture(scope="module")
 def engine(model):
-    from tpt.backends import load_backend, vllm_status
+    from tpt.backends import EngineConfig, load_backend, vllm_status
 
     if vllm_status()[0] != "cpu":
         pytest.fail(f"these tests drive vLLM's CPU build; here: {vllm_status()}")
     path, tokenizer = model
-    backend = load_backend("vllm", path, tokenizer, dtype="float32", max_model_len=MAX_MODEL_LEN,
-                           enforce_eager=True, seed=0)
+    backend = load_backend("vllm", path, tokenizer, EngineConfig(dtype="float32", max_model_len=MAX_MODEL_LEN,
+                                                                 enforce_eager=True, seed=0))
     yield backend
     backend.close()
 
@@ -81,12 +83,12 @@ def test_explicit_vllm_runs_on_the_cpu_build_and_auto_keeps_transformers():
 # --- the engine through load_backend ---
 
 def test_greedy_matches_transformers_token_for_token(model, engine):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     prompts = gsm8k_prompts(model, 3)
     # three greedy samples: vLLM refuses n > 1 at temperature 0, the adapter decodes one and copies it
     ours = engine.generate(prompts, 3, 0.0, 1.0, 32, seeds=seeds_of(0, 3))
-    hf = load_backend("hf", model[0], model[1], dtype="float32", batch_size=3)
+    hf = load_backend("hf", model[0], model[1], EngineConfig(dtype="float32", batch_size=3))
     theirs = hf.generate(prompts, 1, 0.0, 1.0, 32, seeds=seeds_of(0, 3))
     for mine, reference in zip(ours, theirs):
         assert mine == [reference[0]] * 3
@@ -210,7 +212,7 @@ def assert_files_are_the_module_engines(folder, engine, model, num_samples, temp
 
 
 # 8 questions x 64 samples: on the CPU build a call is 256 sequences (4 questions), so two calls, killed between.
-SCRIPT_ARGS = ["--math", str(GSM8K / "test.jsonl"), "--limit", "8", "--max_tokens", "8", *ENGINE_FLAGS]
+SCRIPT_ARGS = ["--questions", str(GSM8K / "test.jsonl"), "--limit", "8", "--max_tokens", "8", *ENGINE_FLAGS]
 
 
 def test_gen_synth_killed_mid_run_resumes_to_the_same_files(tmp_path, model, engine):
@@ -232,7 +234,7 @@ def test_gen_synth_killed_mid_run_resumes_to_the_same_files(tmp_path, model, eng
 
 def test_gen_eval_whose_engine_dies_says_one_line_then_resumes_to_the_same_files(tmp_path, model, engine):
     out = tmp_path / "eval"
-    args = SCRIPT_ARGS + ["--numsamples", "64", "--seed", "6", "--output_dir", str(out)]
+    args = SCRIPT_ARGS + ["--num_samples", "64", "--seed", "6", "--output_dir", str(out)]
     proc = start("gen_eval.py", args)
     wait_for_journal(proc, out, 4)
     engine_core(proc.pid).kill()  # SIGKILL of vLLM's engine process only: the script must notice and say so
@@ -254,7 +256,7 @@ def test_gen_eval_whose_engine_dies_says_one_line_then_resumes_to_the_same_files
 # --- one tiny round of the loop with BACKEND=vllm ---
 
 def test_loop_round_on_the_vllm_backend(tmp_path):
-    from test_loop import MARKERS, SUMS, _env, _questions, _write
+    from tests.test_loop import MARKERS, SUMS, _env, _questions, _write
 
     train = _write(tmp_path / "train.json", _questions(SUMS[:8], 0))
     test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))

@@ -40,12 +40,13 @@ from tpt.backends import BackendError
 START_TIMEOUT_S = 3600  # model download and CUDA graph capture of a large model fit well inside this
 
 
-def llm_kwargs(model_path, *, dtype, max_model_len, tensor_parallel_size, gpu_memory_utilization, enforce_eager,
-               trust_remote_code, seed, on_cpu=False):
-    """The keyword arguments of vllm.LLM for one engine (on_cpu: vLLM's CPU build, see the module docstring)."""
-    return dict(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                enable_prefix_caching=True, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code,
+def llm_kwargs(model_path, engine, on_cpu=False):
+    """The keyword arguments of vllm.LLM for one engine (engine: tpt.backends.EngineConfig's fields; on_cpu: vLLM's
+    CPU build, see the module docstring)."""
+    return dict(model=model_path, dtype=engine.dtype, seed=engine.seed, max_model_len=engine.max_model_len,
+                tensor_parallel_size=engine.tensor_parallel_size,
+                gpu_memory_utilization=engine.gpu_memory_utilization, enable_prefix_caching=True,
+                enforce_eager=engine.enforce_eager, trust_remote_code=engine.trust_remote_code,
                 **({"enable_chunked_prefill": False} if on_cpu else {}))
 
 
@@ -77,16 +78,18 @@ def tokens_prompt(ids):
     return TokensPrompt(prompt_token_ids=list(ids))
 
 
-def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, stop_ids, ignore_eos):
-    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}. vLLM's own
-    errors (a prompt it refuses, a dead engine) propagate; the caller names the engine."""
+def run_requests(llm, prompt_token_ids, seeds, sampling, stop_ids):
+    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}. sampling: the
+    generate call's {num_samples, temperature, top_p, max_tokens, ignore_eos}. vLLM's own errors (a prompt it
+    refuses, a dead engine) propagate; the caller names the engine."""
     from vllm import SamplingParams
 
     if not prompt_token_ids:
         return []
+    num_samples = sampling["num_samples"]
     prompts = [tokens_prompt(ids) for ids in prompt_token_ids]
-    params = [SamplingParams(**sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids,
-                                               ignore_eos))
+    params = [SamplingParams(**sampling_kwargs(num_samples, sampling["temperature"], sampling["top_p"],
+                                               sampling["max_tokens"], seed, stop_ids, sampling["ignore_eos"]))
               for seed in seeds]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
@@ -165,9 +168,9 @@ def _worker(conn, gpus, options, stop_ids):
             return
         if message is None:
             return
-        prompts, sampling = message
+        prompts, seeds, sampling = message
         try:
-            conn.send(("ok", run_requests(llm, prompts, stop_ids=stop_ids, **sampling)))
+            conn.send(("ok", run_requests(llm, prompts, seeds, sampling, stop_ids)))
         except BackendError as e:
             conn.send(("error", str(e)))
         except Exception as e:
@@ -185,15 +188,12 @@ class _Worker:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model_path, stop_ids, dtype="auto", max_model_len=None, tensor_parallel_size=1,
-                 data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False, trust_remote_code=False,
-                 seed=0):
+    def __init__(self, model_path, stop_ids, engine):
+        """engine: tpt.backends.EngineConfig's fields (a SamplingConfig has them)."""
         self.stop_ids = list(stop_ids)
+        data_parallel_size, tensor_parallel_size = engine.data_parallel_size, engine.tensor_parallel_size
         on_cpu = on_cpu_platform()
-        options = llm_kwargs(model_path, dtype=dtype, max_model_len=max_model_len,
-                             tensor_parallel_size=tensor_parallel_size,
-                             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                             trust_remote_code=trust_remote_code, seed=seed, on_cpu=on_cpu)
+        options = llm_kwargs(model_path, engine, on_cpu=on_cpu)
         self.llm, self.workers = None, []
         if data_parallel_size <= 1:
             from vllm import LLM
@@ -247,7 +247,7 @@ class VLLMBackend:
             done = threading.Event()
             threading.Thread(target=watch_engine, args=(self.llm, done), daemon=True, name="tpt-vllm-watch").start()
             try:
-                return run_requests(self.llm, prompt_token_ids, seeds=seeds, stop_ids=self.stop_ids, **sampling)
+                return run_requests(self.llm, prompt_token_ids, seeds, sampling, self.stop_ids)
             except BackendError:
                 raise
             except Exception as e:  # EngineDeadError when its process died; vLLM has logged the cause above
@@ -260,8 +260,7 @@ class VLLMBackend:
         shares = [list(range(r, len(prompt_token_ids), size)) for r in range(size)]
         for worker, share in zip(self.workers, shares):
             try:
-                worker.conn.send(([prompt_token_ids[i] for i in share],
-                                  {**sampling, "seeds": [seeds[i] for i in share]}))
+                worker.conn.send(([prompt_token_ids[i] for i in share], [seeds[i] for i in share], sampling))
             except OSError:  # a dead worker: _receive reads its end-of-file and names it
                 pass
         results = [None] * len(prompt_token_ids)
