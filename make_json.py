@@ -3,10 +3,11 @@
     python make_json.py --kept samples/math_train/2b/correct_answers.json --train_traces data/next/train.json \\
         --eval_traces data/next/eval.json --train_size 2000 --exclude ../shared/data/gsm8k/test.jsonl
 
-The original's --input, --train_output and --eval_output are accepted too. Several --kept files (a round's Think passes: think/, think_resample/, think_hint/) are split as one: a
-question's traces from every pass go to the same side. Whole questions stay together: train gets at most
---train_size traces, eval the other questions (at most --eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
-whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
+The original's --input, --train_output and --eval_output are accepted too. Several --kept files (a round's
+Think passes: think/, think_resample/, think_hint/) are split as one: a question's traces from every pass go to
+the same side. Whole questions stay together: train gets at most --train_size traces, eval the other questions
+(at most --eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any
+input whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
 Writes make_json_manifest.json beside --train_traces. Run again with the same inputs and exclude files (by
 content), the same settings and the same split code, it does nothing (one `skip:` line); otherwise it splits
 again after one `redo:` line naming what changed.

@@ -68,7 +68,7 @@ def run_mode(args):
     import sft_math
     from tpt.models import resolve_model
     from tpt.train_data import build_dataset, end_of_turn_id, prepare_examples
-    from tpt.train_setup import configure
+    from tpt.train import configure
 
     records = sample_traces(args.traces, args.steps * args.batch_size, args.seed)
     work = tempfile.mkdtemp(prefix="bench_train.")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Distinct questions kept and tokens spent: the plain Think pass, + resampling, + rationalization (issue 12).
+# Distinct questions kept and tokens spent: the plain Think pass, + resampling, + rationalization.
 # The demo's model, data (make demo's out/demo/data) and Think settings; one round's passes only, as runs/loop.sh
 # runs them (same seeds), then a table from the passes' manifests and kept-trace files.
 #

@@ -69,3 +69,12 @@ def test_recipes_parse_to_one_name_per_artifact(script, command, expected):
     else:
         parsed = vars(parser.parse_args(command.split()))
     assert {k: parsed[k] for k in expected} == expected
+
+
+def test_the_package_docstring_names_every_module():
+    # tpt/__init__.py is the package's table of contents: a module added or removed is named there too.
+    import tpt
+
+    modules = {p.stem for p in (ROOT / "tpt").rglob("*.py") if p.stem != "__init__"}
+    named = set(tpt.__doc__.replace(",", " ").replace("(", " ").replace(":", " ").split())
+    assert modules - named == set()

@@ -6,14 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 EVAL = [PYTHON, str(ROOT / "gen_eval.py")]
@@ -194,12 +195,12 @@ def test_bad_question_file_is_one_line_and_writes_nothing(tmp_path):
 def test_backend_selection():
     from tpt.backends import select_backend, vllm_status
 
-    usable, reason = vllm_status()
-    assert reason
-    # auto: vLLM exactly where it can run (installed and CUDA visible), transformers everywhere else
-    assert select_backend("auto") == ("vllm" if usable else "hf")
+    platform, reason = vllm_status()
+    assert platform in ("cuda", "cpu", None) and reason
+    # auto: vLLM on a CUDA GPU where it is installed, transformers everywhere else (a CPU engine is asked for)
+    assert select_backend("auto") == ("vllm" if platform == "cuda" else "hf")
     assert select_backend("hf") == "hf"  # an explicit choice is kept
-    if usable:
+    if platform:  # a CUDA GPU or vLLM's CPU build
         assert select_backend("vllm") == "vllm"
     else:  # asking for vLLM where it cannot run says why instead of failing later
         with pytest.raises(ValueError, match="--backend vllm"):
@@ -224,13 +225,13 @@ def _prompts(tokenizer):
 
 @pytest.fixture(scope="module")
 def hf32():
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
     from tpt.generate import load_tokenizer
     from tpt.models import resolve_model
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    backend = load_backend("hf", path, tokenizer, dtype="float32", batch_size=3)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype="float32", batch_size=3))
     return backend, tokenizer, _prompts(tokenizer)
 
 
@@ -360,10 +361,10 @@ def test_dtype_auto_follows_what_the_cpu_reports():
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     _, tokenizer, prompts = hf32
-    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
+    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, EngineConfig(dtype="bfloat16", batch_size=3))
     assert backend.dtype == __import__("torch").bfloat16
     a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
     b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT
 
 SUMS = [(1, 1), (2, 2), (3, 3), (5, 1), (4, 4), (2, 3), (6, 2), (7, 1), (3, 4), (8, 1)]
 
@@ -53,6 +53,7 @@ MARKERS = ["round0/eval/manifest.json", "round1/think/manifest.json", "round1/th
            "report/report.md"]
 
 
+@pytest.mark.slow
 def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     train = _write(tmp_path / "train.json", _questions(SUMS[:8], 0))
     test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
@@ -165,6 +166,7 @@ def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
 PRODUCTS = [(347, 29), (58, 91), (76, 43), (239, 17)]
 
 
+@pytest.mark.slow
 def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     products = [{"idt": 50 + i, "question": f"What is {a} * {b}? Reply with just the number.",
                  "solution": f"{a} * {b} = {a * b}\n#### {a * b}", "solnum": str(a * b)} for i, (a, b) in enumerate(PRODUCTS)]

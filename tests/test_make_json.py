@@ -124,4 +124,5 @@ def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, fla
         manifest = read_json(data / "make_json_manifest.json")
         assert manifest["input_traces"] == len(read_json(kept))  # made from the new input
         assert manifest["args"]["train_size"] == (100 if flags else 150)  # and the new setting
-        assert make_json(*first, *flags).stdout == f"skip: {data}: split finished, same settings, inputs and code; nothing to do\n"  # and now it is the finished run
+        # and now it is the finished run
+        assert make_json(*first, *flags).stdout == f"skip: {data}: split finished, same settings, inputs and code; nothing to do\n"

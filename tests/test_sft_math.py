@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import PYTHON, ROOT, TPT_REF
 from tpt.device import auto_dtype
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 SCRIPT = str(ROOT / "sft_math.py")
 # The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
 # a checkpoint every step, kept after the run for the resume test.

@@ -214,13 +214,9 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     """The backend (tpt.backends) with the model loaded as `config` says."""
     from tpt.backends import load_backend
 
-    return load_backend(backend_name, model_path, tokenizer, dtype=config.dtype,
-                        max_model_len=config.max_model_len or None, batch_size=config.batch_size,
-                        tensor_parallel_size=config.tensor_parallel_size,
-                        data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
-                        gpu_memory_utilization=config.gpu_memory_utilization,
-                        trust_remote_code=config.trust_remote_code, seed=config.seed,
-                        attn_implementation=config.attn_implementation)
+    # --max_model_len 0: the model's own context length (the harness's tasks' default)
+    return load_backend(backend_name, model_path, tokenizer,
+                        dataclasses.replace(config, max_model_len=config.max_model_len or None))
 
 
 def sample_batches(sampler, config, questions, prompts, todo, journal_path, journal):
@@ -234,22 +230,24 @@ def sample_batches(sampler, config, questions, prompts, todo, journal_path, jour
                     desc=f"sampling x{config.num_samples} ({sampler.name})")
     stop = stop_strings(config.task)
     new_tokens, new_seconds = 0, 0.0
-    for b, batch in todo:
-        t0 = time.time()
-        results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
-                                   config.top_p, config.max_tokens,
-                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]),
-                                   stop=stop)
-        seconds = time.time() - t0
-        lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
-                 for i, samples in zip(batch, results)]
-        append_journal(journal_path, lines)
-        journal.update({line["index"]: line for line in lines})
-        new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
-        new_seconds += seconds
-        progress.update(len(batch))
-        progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
-    progress.close()
+    try:  # the bar ends its line before any error is printed
+        for b, batch in todo:
+            t0 = time.time()
+            results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
+                                       config.top_p, config.max_tokens,
+                                       seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]),
+                                       stop=stop)
+            seconds = time.time() - t0
+            lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
+                     for i, samples in zip(batch, results)]
+            append_journal(journal_path, lines)
+            journal.update({line["index"]: line for line in lines})
+            new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
+            new_seconds += seconds
+            progress.update(len(batch))
+            progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
+    finally:
+        progress.close()
 
 
 def sample_totals(journal, num_questions):

@@ -1,4 +1,4 @@
-"""One backend interface, two implementations: vLLM (CUDA GPUs) and transformers (any device).
+"""One backend interface, two implementations: vLLM (CUDA GPUs, or vLLM's CPU build) and transformers (any device).
 
 A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
@@ -7,13 +7,14 @@ A backend is built once per run, says which it is in `backend.name` ('vllm' or '
         -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
 
 Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
-`temperature == 0` means greedy decoding; `ignore_eos` runs every reply to its token limit. `seeds` holds one seed
+`temperature == 0` means greedy decoding; `ignore_eos=True` runs every reply to its token limit (no stop token). `seeds` holds one seed
 per prompt (question_seeds: from the run's seed and the question's id), and sample s of a prompt draws from seed
 `seeds[i] + s` (vLLM's own rule for the n samples of a request). So a sample depends only on (seed, question,
 sample index): the same whichever call, batch, worker or machine its question lands in, and after a resume.
 `stop` holds strings that end a reply (the harness's `until`, tpt.prompt.stop_strings): a reply ends once one
 appears and its text is cut before the first of them (cut_at_stop, the one rule both backends apply).
 """
+import dataclasses
 import hashlib
 import importlib.util
 
@@ -33,6 +34,7 @@ def derive_seed(seed, *keys):
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+VLLM_CPU_SEQUENCES = 256  # vLLM's max_num_seqs on a CPU (offline LLM class)
 SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from question ids (question_seeds)
 
 
@@ -56,29 +58,49 @@ def stop_window(tokenizer, stop):
     harness's MultiTokenEOSCriteria looks back (a model may write in other pieces what the stop string encodes)."""
     return max((len(tokenizer.encode(s, add_special_tokens=False)) + 2 for s in stop if s), default=0)
 
+def _vllm_cpu_build():
+    """True when the installed vLLM is its CPU build (the vllm-cpu distribution, or a version tagged +cpu):
+    vLLM's own platform test, read from the package metadata without importing vllm (seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "cpu" in version("vllm")
+    except PackageNotFoundError:
+        pass
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
 
 def vllm_status():
-    """(usable, reason): vLLM is usable when it is installed and a CUDA device is visible."""
+    """(platform, reason): the platform vLLM runs on here, 'cuda' (installed and a CUDA device visible) or 'cpu'
+    (vLLM's CPU build), or None with the reason it cannot run."""
     if importlib.util.find_spec("vllm") is None:
-        return False, "vllm is not installed (pip install -r requirements-vllm.txt on a CUDA machine)"
+        return None, ("vllm is not installed (pip install -r requirements-vllm.txt on a CUDA machine, "
+                      "make vllm-cpu for vLLM's CPU build)")
+    if _vllm_cpu_build():
+        return "cpu", "vLLM's CPU build is installed"
     import torch
 
     if not torch.cuda.is_available():
-        return False, "no CUDA device is visible"
-    return True, "vllm is installed and CUDA is available"
+        return None, "no CUDA device is visible (and the installed vllm is not its CPU build)"
+    return "cuda", "vllm is installed and CUDA is available"
 
 
 def select_backend(name="auto"):
-    """The backend to use: 'vllm' or 'hf'. 'auto' picks vLLM when it is importable and CUDA is available;
-    an explicit 'vllm' where it cannot run is a ValueError saying why."""
+    """The backend to use: 'vllm' or 'hf'. 'auto' picks vLLM on a CUDA GPU where it is installed, else
+    transformers (on a CPU a vLLM engine takes tens of seconds to start, so an explicit 'vllm' asks for it);
+    an explicit 'vllm' where vLLM has no platform is a ValueError saying why."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    usable, reason = vllm_status()
-    if name == "vllm" and not usable:
+    platform, reason = vllm_status()
+    if name == "vllm" and platform is None:
         raise ValueError(f"--backend vllm: {reason}")
     if name != "auto":
         return name
-    return "vllm" if usable else "hf"
+    return "vllm" if platform == "cuda" else "hf"
 
 
 def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
@@ -86,33 +108,47 @@ def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
 
     transformers: four batches' worth of sequences (4 x batch_size), so rows that finish are refilled from the
     same call and the batch runs narrow only at a call's end. vLLM schedules its own batches, so it gets many
-    questions at once and a journal entry every few thousand sequences.
+    questions at once and a journal entry every few thousand sequences; on vLLM's CPU build, one engine batch
+    (its CPU default of 256 sequences at once) per call, so a killed run loses minutes there, not hours.
     """
     if backend == "hf":
         return max(1, 4 * batch_size // num_samples)
+    if _vllm_cpu_build():
+        return max(1, VLLM_CPU_SEQUENCES // num_samples) * max(1, data_parallel_size)
     return max(64, 4096 // num_samples) * max(1, data_parallel_size)
 
 
-def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
-                 tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False,
-                 trust_remote_code=False, seed=0, attn_implementation=None):
-    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How a backend loads its model and runs: the fields of tpt.generate.SamplingConfig that reach the engine,
+    with their defaults, for a caller that builds a backend without a script (tests, benchmarks)."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    batch_size: int = 32  # transformers: rows decoded together
+    tensor_parallel_size: int = 1  # vLLM
+    data_parallel_size: int = 1  # vLLM
+    gpu_memory_utilization: float = 0.92  # vLLM
+    enforce_eager: bool = False  # vLLM
+    trust_remote_code: bool = False
+    seed: int = 0
+    attn_implementation: str | None = None  # transformers
+
+
+def load_backend(name, model_path, tokenizer, engine=EngineConfig()):
+    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path; `engine`
+    holds EngineConfig's fields (a SamplingConfig, passed whole, does)."""
     from tpt.models import load_generation_config, stop_token_ids
 
-    stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=trust_remote_code))
+    stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=engine.trust_remote_code))
     if not stop_ids:
         raise ValueError(f"{model_path}: neither the generation config nor the tokenizer names an end token")
     if name == "vllm":
         from tpt.backends.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_path, stop_ids, dtype=dtype, max_model_len=max_model_len,
-                           tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
-                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                           trust_remote_code=trust_remote_code, seed=seed)
+        return VLLMBackend(model_path, stop_ids, engine)
     if name == "hf":
         from tpt.backends.hf_backend import HFBackend
 
-        return HFBackend(model_path, tokenizer, stop_ids, dtype=dtype, max_model_len=max_model_len,
-                         batch_size=batch_size, trust_remote_code=trust_remote_code,
-                         attn_implementation=attn_implementation)
+        return HFBackend(model_path, tokenizer, stop_ids, engine)
     raise ValueError(f"unknown backend {name!r}: call select_backend first")

@@ -1,8 +1,20 @@
-"""The vLLM backend (CUDA GPUs). The only module that imports vllm, and only when a run asks for it.
+"""The vLLM backend (CUDA GPUs, or vLLM's CPU build). The only module that imports vllm, and only when a run asks
+for it.
 
 One request per question with SamplingParams(n=N): the prompt is prefilled once and its KV blocks are shared by
 the N samples (the original sent the whole question set N times). Prefix caching stays on (every prompt shares
 the template's tokens) and CUDA graphs stay on unless --enforce_eager.
+
+Seeds: the request of question q carries seeds[q], and vLLM gives its n children seeds[q], seeds[q] + 1, ...
+(vllm/v1/engine/parallel_sampling.py, the same in 0.32 and 0.33), each child drawing from a torch.Generator of
+its own; so sample s of a question depends only on (seed, question, s), whichever call or batch it lands in.
+
+On vLLM's CPU build, chunked prefill is off. A request whose prompt is only partly prefilled in a step has the
+token sampled for it thrown away, and the model runner then rewinds that request's generator by its Philox
+offset (GPUModelRunner._bookkeeping_sync). A CPU torch.Generator has no offset: with seeded requests and more
+prompt tokens waiting than one step's budget (16 GSM8K prompts x n=4 already), the worker raised
+"RuntimeError: CPU Generator does not use offset" and the engine died. Without chunked prefill every prompt is
+prefilled whole in one step (vLLM then raises the step budget to max_model_len), so nothing is rewound.
 
 Data parallel is independent engines: one process per copy of the model, each seeing only its own group of
 tensor_parallel_size GPUs through CUDA_VISIBLE_DEVICES, the questions of each call dealt out to them and the
@@ -14,23 +26,35 @@ What vLLM does not allow or does not do as asked is handled here:
     and copied N times;
   * ignore_eos only lifts the tokenizer's eos; the end tokens we pass as stop_token_ids would still stop a reply,
     so none are passed then;
-  * a request that finishes 'abort' or 'error' has no reply: that is a BackendError, never a sample.
+  * a request that finishes 'abort' or 'error' has no reply: that is a BackendError, never a sample;
+  * an engine that dies (EngineDeadError, its process killed) is a BackendError of one line naming the engine;
+    vLLM 0.32 would leave a call waiting for ever on a killed engine process, so watch_engine wakes it.
 """
 import multiprocessing
 import multiprocessing.connection
 import os
+import threading
 
 from tpt.backends import BackendError
 
 START_TIMEOUT_S = 3600  # model download and CUDA graph capture of a large model fit well inside this
 
 
-def llm_kwargs(model_path, *, dtype, max_model_len, tensor_parallel_size, gpu_memory_utilization, enforce_eager,
-               trust_remote_code, seed):
-    """The keyword arguments of vllm.LLM for one engine."""
-    return dict(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                enable_prefix_caching=True, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code)
+def llm_kwargs(model_path, engine, on_cpu=False):
+    """The keyword arguments of vllm.LLM for one engine (engine: tpt.backends.EngineConfig's fields; on_cpu: vLLM's
+    CPU build, see the module docstring)."""
+    return dict(model=model_path, dtype=engine.dtype, seed=engine.seed, max_model_len=engine.max_model_len,
+                tensor_parallel_size=engine.tensor_parallel_size,
+                gpu_memory_utilization=engine.gpu_memory_utilization, enable_prefix_caching=True,
+                enforce_eager=engine.enforce_eager, trust_remote_code=engine.trust_remote_code,
+                **({"enable_chunked_prefill": False} if on_cpu else {}))
+
+
+def on_cpu_platform():
+    """True where vLLM runs on the CPU (its CPU build), as vLLM's own platform detection says."""
+    from vllm.platforms import current_platform
+
+    return current_platform.is_cpu()
 
 
 def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids, ignore_eos, stop=()):
@@ -55,18 +79,21 @@ def tokens_prompt(ids):
     return TokensPrompt(prompt_token_ids=list(ids))
 
 
-def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, stop_ids, ignore_eos,
-                 stop=()):
-    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}."""
+def run_requests(llm, prompt_token_ids, seeds, sampling, stop_ids):
+    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}. sampling: the
+    generate call's {num_samples, temperature, top_p, max_tokens, ignore_eos, stop}. vLLM's own errors (a prompt it
+    refuses, a dead engine) propagate; the caller names the engine."""
     from vllm import SamplingParams
 
     from tpt.backends import cut_at_stop
 
     if not prompt_token_ids:
         return []
+    num_samples = sampling["num_samples"]
     prompts = [tokens_prompt(ids) for ids in prompt_token_ids]
-    params = [SamplingParams(**sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids,
-                                               ignore_eos, stop))
+    stop = sampling.get("stop", ())
+    params = [SamplingParams(**sampling_kwargs(num_samples, sampling["temperature"], sampling["top_p"],
+                                               sampling["max_tokens"], seed, stop_ids, sampling["ignore_eos"], stop))
               for seed in seeds]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
@@ -84,6 +111,23 @@ def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tok
             samples = [dict(samples[0]) for _ in range(num_samples)]
         results.append(samples)
     return results
+
+
+def watch_engine(llm, done, poll_s=1.0):
+    """Until `done` is set: when vLLM's client marks its engine dead, hand the waiting generate call an
+    EngineDeadError. (vLLM 0.32's LLM waits for ever on a killed engine-core process: the client's monitor thread
+    marks the engine dead and stops the thread that reads its outputs, but nothing wakes the caller, which waits on
+    that thread's queue. A version whose client has no such queue is left alone.)"""
+    client = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+    if resources is None or outputs is None or not hasattr(resources, "engine_dead"):
+        return
+    while not done.wait(poll_s):
+        if resources.engine_dead:
+            from vllm.v1.engine.exceptions import EngineDeadError
+
+            outputs.put_nowait(EngineDeadError())
+            return
 
 
 def gpu_groups(data_parallel_size, tensor_parallel_size, visible):
@@ -130,9 +174,9 @@ def _worker(conn, gpus, options, stop_ids):
             return
         if message is None:
             return
-        prompts, sampling = message
+        prompts, seeds, sampling = message
         try:
-            conn.send(("ok", run_requests(llm, prompts, stop_ids=stop_ids, **sampling)))
+            conn.send(("ok", run_requests(llm, prompts, seeds, sampling, stop_ids)))
         except BackendError as e:
             conn.send(("error", str(e)))
         except Exception as e:
@@ -150,23 +194,22 @@ class _Worker:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model_path, stop_ids, dtype="auto", max_model_len=None, tensor_parallel_size=1,
-                 data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False, trust_remote_code=False,
-                 seed=0):
+    def __init__(self, model_path, stop_ids, engine):
+        """engine: tpt.backends.EngineConfig's fields (a SamplingConfig has them)."""
         self.stop_ids = list(stop_ids)
-        options = llm_kwargs(model_path, dtype=dtype, max_model_len=max_model_len,
-                             tensor_parallel_size=tensor_parallel_size,
-                             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                             trust_remote_code=trust_remote_code, seed=seed)
+        data_parallel_size, tensor_parallel_size = engine.data_parallel_size, engine.tensor_parallel_size
+        on_cpu = on_cpu_platform()
+        options = llm_kwargs(model_path, engine, on_cpu=on_cpu)
         self.llm, self.workers = None, []
         if data_parallel_size <= 1:
             from vllm import LLM
 
+            where = "CPU" if on_cpu else f"CUDA_VISIBLE_DEVICES={visible_gpus()}"
+            self.engine_name = f"vLLM engine ({where})"
             try:
                 self.llm = LLM(**options)
             except Exception as e:  # vLLM has logged the details above; the run ends with one line
-                raise BackendError(f"vLLM engine (CUDA_VISIBLE_DEVICES={visible_gpus()}) failed to start: "
-                                   f"{_describe(e)}") from e
+                raise BackendError(f"{self.engine_name} failed to start: {_describe(e)}") from e
             return
         groups = gpu_groups(data_parallel_size, tensor_parallel_size, visible_gpus())
         # spawn: a forked CUDA context is unusable. Not daemonic: each engine starts processes of its own.
@@ -208,14 +251,23 @@ class VLLMBackend:
         sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         ignore_eos=ignore_eos, stop=list(stop))
         if self.llm is not None:
-            return run_requests(self.llm, prompt_token_ids, seeds=seeds, stop_ids=self.stop_ids, **sampling)
+            done = threading.Event()
+            threading.Thread(target=watch_engine, args=(self.llm, done), daemon=True, name="tpt-vllm-watch").start()
+            try:
+                return run_requests(self.llm, prompt_token_ids, seeds, sampling, self.stop_ids)
+            except BackendError:
+                raise
+            except Exception as e:  # EngineDeadError when its process died; vLLM has logged the cause above
+                raise BackendError(f"{self.engine_name} failed while sampling: {_describe(e)}; finished calls are "
+                                   "journaled, run again to resume") from e
+            finally:
+                done.set()
         size = len(self.workers)
         # Dealt round-robin: calls arrive sorted by prompt length, so every engine gets long and short prompts.
         shares = [list(range(r, len(prompt_token_ids), size)) for r in range(size)]
         for worker, share in zip(self.workers, shares):
             try:
-                worker.conn.send(([prompt_token_ids[i] for i in share],
-                                  {**sampling, "seeds": [seeds[i] for i in share]}))
+                worker.conn.send(([prompt_token_ids[i] for i in share], [seeds[i] for i in share], sampling))
             except OSError:  # a dead worker: _receive reads its end-of-file and names it
                 pass
         results = [None] * len(prompt_token_ids)
