@@ -10,13 +10,12 @@ with a changed LR: the stage whose setting changed refuses, never silently keeps
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from conftest import PYTHON, ROOT, free_port
 
 SUMS = [(1, 1), (2, 2), (3, 3), (5, 1), (4, 4), (2, 3), (6, 2), (7, 1), (3, 4), (8, 1)]
 
@@ -33,13 +32,6 @@ def _env(tmp_path, train, test, out):
                REPORT_TO="none", PYTHON=PYTHON, WANDB_MODE="offline",
                SFT_ARGS="--max_steps 1 --per_device_train_batch_size 2 --gradient_accumulation_steps 1")
     return env
-
-
-def _free_port():
-    # A fixed port fails when another torchrun on the machine holds it (two test runs at once).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write(path, records):
@@ -60,7 +52,7 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {_free_port()}",
+               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {free_port()}",
                # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
                # sequences), so it spends several calls journaling and the kill lands between two of them.
                N="2", BATCH_SIZE="1")

@@ -235,6 +235,8 @@ def journal_batches(finished, config, questions, todo, journal_path, journal):
                     desc=f"sampling x{config.num_samples}")
     new_tokens, new_seconds = 0, 0.0
     for batch, results, seconds in finished:
+        if any(i in journal for i in batch):  # each batch is asked for once; a second answer would be a bug
+            raise RuntimeError(f"batch of questions {batch} came back twice")
         lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
                  for i, samples in zip(batch, results)]
         append_journal(journal_path, lines)
@@ -271,10 +273,11 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
 
     start = time.time()
     if config.ray:  # before anything is written: a cluster that cannot be reached is one line
-        from tpt.ray_sampling import cluster_backend, connect
+        from tpt.ray_sampling import cluster_backend, connect, replica_resources
 
         connect(config.ray)
         backend_name = cluster_backend(config.backend)
+        resources = replica_resources(backend_name, config)
     else:
         backend_name = pick_backend(config.backend)
     model_path = resolve_model(config.model_name)
@@ -302,9 +305,9 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
         if config.ray:
             from tpt.ray_sampling import ReplicaPool
 
-            sampler = ReplicaPool(backend_name, model_path, config)
+            sampler = ReplicaPool(backend_name, model_path, config, resources)
             finished = sampler.batches(prompts, seeds, todo)
-            replica = {"ray_replica_resources": sampler.resources}
+            replica = {"ray_replica_resources": resources}
         else:
             sampler = load_sampler(backend_name, model_path, tokenizer, config)
             finished = local_batches(sampler, config, prompts, seeds, todo)

@@ -69,8 +69,10 @@ def connect(address):
     import tpt
 
     try:
+        # A cluster of our own listens on loopback only; the tpt package travels with the job to every node.
         ray.init(address=address, include_dashboard=False, logging_level="WARNING",
-                 runtime_env={"py_modules": [os.path.dirname(tpt.__file__)]})
+                 runtime_env={"py_modules": [os.path.dirname(tpt.__file__)]},
+                 **({"_node_ip_address": "127.0.0.1"} if address == "local" else {}))
     except Exception as e:  # ConnectionError (no cluster), ValueError (a bad address), RuntimeError
         raise DataError(f"--ray {address}: {_one_line(e)}") from None
 
@@ -105,7 +107,11 @@ def replica_resources(backend_name, config):
                             f"the Ray cluster has {int(total.get('GPU', 0))}")
         return {"num_gpus": gpus, "num_cpus": 1}
     node_cpus = max(int(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node["Alive"])
-    return {"num_gpus": 0, "num_cpus": max(1, min(node_cpus, int(total.get("CPU", 1)) // replicas))}
+    cpus = max(1, min(node_cpus, int(total.get("CPU", 0)) // replicas))
+    if replicas * cpus > total.get("CPU", 0):
+        raise DataError(f"--data_parallel_size {replicas} replicas of {cpus} CPU(s) need {replicas * cpus} CPUs; "
+                        f"the Ray cluster has {int(total.get('CPU', 0))} (and no GPU)")
+    return {"num_gpus": 0, "num_cpus": cpus}
 
 
 class Replica:
@@ -119,28 +125,27 @@ class Replica:
                                     dataclasses.replace(config, data_parallel_size=1))
         self.config = config
 
-    def pid(self):
-        return os.getpid()
-
     def generate(self, prompts, seeds):
-        """(per prompt its samples, seconds it took): one batch of the run."""
+        """(per prompt its samples, seconds it took, where it ran: 'pid P on HOST'): one batch of the run."""
+        import ray
+
         c = self.config
         t0 = time.time()
         results = self.sampler.generate(prompts, c.num_samples, c.temperature, c.top_p, c.max_tokens, seeds=seeds)
-        return results, time.time() - t0
+        return results, time.time() - t0, f"pid {os.getpid()} on {ray.util.get_node_ip_address()}"
 
 
 class ReplicaPool:
     """config.data_parallel_size Replica actors on the cluster `connect` joined."""
 
-    def __init__(self, backend_name, model_path, config):
+    def __init__(self, backend_name, model_path, config, resources):
+        """`resources`: replica_resources(backend_name, config)."""
         import ray
 
-        options = replica_resources(backend_name, config) | {"max_restarts": MAX_RESTARTS, "max_task_retries": -1}
+        options = resources | {"max_restarts": MAX_RESTARTS, "max_task_retries": -1}
         actor = ray.remote(Replica).options(**options)
         self.name = backend_name
         self.replicas = [actor.remote(backend_name, model_path, config) for _ in range(config.data_parallel_size)]
-        self.resources = options
 
     def batches(self, prompts, seeds, todo):
         """Yield (question indices, per question its samples, seconds) for every batch in `todo` (pairs of batch
@@ -150,6 +155,7 @@ class ReplicaPool:
         queue = list(todo)
         running = {}  # ObjectRef -> (replica index, question indices)
         load = [0] * len(self.replicas)
+        where = [None] * len(self.replicas)
 
         def submit():
             while queue and min(load) < IN_FLIGHT:
@@ -165,13 +171,16 @@ class ReplicaPool:
             r, batch = running.pop(ref)
             load[r] -= 1
             try:
-                results, seconds = ray.get(ref)
+                results, seconds, process = ray.get(ref)
             except ray.exceptions.RayActorError as e:
                 raise BackendError(f"Ray replica {r} died more than {MAX_RESTARTS} times or could not start: "
                                    f"{_one_line(e)}; finished batches are journaled, run again to resume") from None
             except ray.exceptions.RayTaskError as e:
                 cause = e.cause if isinstance(e.cause, Exception) else e
                 raise BackendError(f"Ray replica {r}: {_one_line(cause)}") from None
+            if process != where[r]:  # its first answer, or its first since Ray restarted it
+                print(f"replica {r}: {process}" + (" (restarted by Ray)" if where[r] else ""), flush=True)
+                where[r] = process
             submit()
             yield batch, results, seconds
 
