@@ -225,7 +225,9 @@ def test_two_nodes_write_one_folder_with_the_one_node_weights(traces, two_ranks,
     out = tmp_path / "model"
     launch = TORCHRUN + ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
                          "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "tpt-two-nodes", SCRIPT]
-    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false"}
+    # One thread a process, as torchrun sets for the one-node launch's two (with one process a node, accelerate
+    # would take 2 each: 4 threads on 2 shared cores ran 2.5x slower; the weights came out the same either way).
+    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     nodes = [subprocess.Popen(launch + ["--train_data_path", str(traces), "--output_dir", str(out)] + LAUNCH_ARGS,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
              for _ in range(2)]
@@ -241,9 +243,13 @@ def test_two_nodes_write_one_folder_with_the_one_node_weights(traces, two_ranks,
     # and a two-rank gloo all-reduce adds the same two gradients whether they cross a node or not
     from safetensors.torch import load_file
 
+    from tpt.models import resolve_model
+
     ours, one_node = load_file(out / "model.safetensors"), load_file(two_ranks[0] / "model.safetensors")
     assert ours.keys() == one_node.keys()
     assert all(ours[name].dtype == one_node[name].dtype and ours[name].equal(one_node[name]) for name in ours)
+    base = load_file(os.path.join(resolve_model("smollm2-135m"), "model.safetensors"))
+    assert any(not ours[name].equal(base[name]) for name in ours)  # and the step did move them
 
 
 REC = {"idt": 1, "question": "What is 2 + 3?", "solution": "2 + 3 = 5\n#### 5", "solnum": "5"}
