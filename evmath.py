@@ -9,7 +9,8 @@ scored.json, pass_at_k_results.json, pass_at_k_results.csv, correct_answers.json
 Every folder is read and validated before anything is written.
 
 Run again, a folder already scored from the same files (answer file and e-files, by content) with the same
-settings is skipped (`skip: FOLDER is scored`); otherwise it is scored again, with one line naming what changed.
+settings and the same scorer code (tpt.stage.SCORER) is skipped with one `skip:` line; otherwise it is scored
+again after one `redo:` line naming what changed.
 A Think folder that sampled nothing (gen_synth.py --skip_solved when every question has a kept trace: its
 manifest.json says num_questions 0, no e0.json) is skipped with one line, nothing written.
 """
@@ -18,10 +19,10 @@ import gc
 import os
 import time
 
-from tpt.io import DataError, fail, read_questions, sample_paths, sha256_file, sha256_files
-from tpt.layout import EVMATH_MANIFEST, MANIFEST
-from tpt.manifest import forget_run, holds_same_run, read_manifest, write_manifest
+from tpt.io import DataError, read_questions, sample_paths
+from tpt.manifest import read_manifest
 from tpt.scoring import format_summary, load_samples_dir, score_loaded
+from tpt.stage import EVMATH_MANIFEST, MANIFEST, REDO, SCORER, Stage, fail, skip
 
 
 def build_parser():
@@ -70,35 +71,27 @@ def main(argv=None):
         fail(f"--max_per_question must be 0 (all) or more, got {args.max_per_question}")
     try:
         if sampled_nothing(args.samples_dir):
-            print(f"skip: {args.samples_dir} sampled nothing (every question has a kept trace)")
+            skip(args.samples_dir, "sampled nothing (every question has a kept trace)")
             return
-        folders = find_sample_folders(args.samples_dir)
-        # What the scores depend on: these settings and the content (not the names) of the files read.
+        # What the scores depend on: these settings, the content (not the names) of the files read, and the
+        # scorer's own code (an upgrade that reads answers otherwise scores again).
         settings = {"num_samples": args.num_samples, "k": args.k, "max_per_question": args.max_per_question,
-                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated,
-                    "answer_sha256": sha256_file(args.answer_path)}
-        fingerprints = {d: settings | {"samples_sha256": sha256_files(sample_paths(d, args.num_samples))}
-                        for d in folders}
-        todo = []
-        for d in folders:
-            if holds_same_run(d, fingerprints[d], EVMATH_MANIFEST):
-                print(f"skip: {d} is scored")
-            else:
-                todo.append(d)
+                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated}
+        stages = [Stage("scoring", d, EVMATH_MANIFEST, settings, code=SCORER, on_change=REDO,
+                        inputs={"answer": args.answer_path, "samples": sample_paths(d, args.num_samples)})
+                  for d in find_sample_folders(args.samples_dir)]
+        todo = [stage for stage in stages if not stage.finished()]
         questions = read_questions(args.answer_path) if todo else []
-        loaded = [(d, *load_samples_dir(d, questions, args.num_samples)) for d in todo]
+        loaded = [(stage, *load_samples_dir(stage.folder, questions, args.num_samples)) for stage in todo]
     except DataError as e:
         fail(str(e))
-    for folder, sampled, sample_files in loaded:
+    for stage, sampled, sample_files in loaded:
         start = time.time()
-        forget_run(folder, EVMATH_MANIFEST)
-        summary = score_loaded(folder, sampled, sample_files, args.k, args.max_per_question,
+        summary = score_loaded(stage.folder, sampled, sample_files, args.k, args.max_per_question,
                                args.strict_only, args.keep_truncated)
-        write_manifest(folder, vars(args), filename=EVMATH_MANIFEST, seconds=round(time.time() - start, 3),
-                       fingerprint=fingerprints[folder], summary=summary)
-        print(f"{folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
-        print(f"{folder}: {format_summary(summary)}")
-
+        stage.finish(vars(args), seconds=round(time.time() - start, 3), summary=summary)
+        print(f"{stage.folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
+        print(f"{stage.folder}: {format_summary(summary)}")
 
 if __name__ == "__main__":
     main()

@@ -4,14 +4,17 @@
         --outputdir samples/math_eval/smollm2 --limit 50 --max_tokens 512
 
 Writes e0.json ... e{N-1}.json, scored.json, pass_at_k_results.json (+ .csv), correct_answers.json and, last,
-manifest.json (with the scoring summary). --temperature 0 decodes greedily. --output_dir and --num_samples are
+manifest.json (with the scoring summary). --temperature 0 decodes greedily. Run again on its finished folder, it
+skips; a changed setting is refused (tpt/stage.py); a changed scorer (tpt.stage.SCORER) re-scores the samples
+it has, sampling nothing. --output_dir and --num_samples are
 accepted too (the original's own flag names disagreed and it crashed on that).
 """
 import argparse
 
 from tpt.generate import (SamplingConfig, add_generation_args, check_config, finished_sampling_run, format_stats,
-                          run_fingerprint, sample_questions, select_questions, skip_line, write_run_manifest)
-from tpt.io import DataError, fail, read_questions
+                          sample_questions, sampling_stage, select_questions, write_run_manifest)
+from tpt.io import DataError, read_questions
+from tpt.stage import SCORER, code_sha256, fail, redo
 
 
 def build_parser():
@@ -37,15 +40,22 @@ def main():
     try:
         questions = select_questions(read_questions(args.math), args.limit)
         check_config(config)
-        fingerprint = run_fingerprint(config, questions, {"limit": args.limit})
-        finished = finished_sampling_run(args.output_dir, fingerprint)
-        if finished is not None:
+        stage = sampling_stage("Eval", config, questions, args.output_dir, {"limit": args.limit})
+        finished = finished_sampling_run(stage, announce=False)
+        scorer = code_sha256(SCORER)
+        if finished is not None and finished.get("scorer_sha256") == scorer:
+            stage.say_skip()
             print(f"{format_stats(finished)} | {format_summary(finished['scores'])}")
-            print(skip_line(args.output_dir))
             return
-        stats = sample_questions(config, questions, args.math, args.output_dir, fingerprint)
+        if finished is not None:  # the samples are this run's; only how their answers are read changed
+            redo(args.output_dir, "its scores (the scorer's code changed since they were written)")
+            stats = {k: v for k, v in finished.items() if k not in ("script", "argv", "args", "versions",
+                                                                     "finished_at", "fingerprint")}
+        else:
+            stats = sample_questions(config, questions, args.math, stage)
         stats["scores"] = score_samples_dir(args.output_dir, questions, config.num_samples)
-        write_run_manifest(args.output_dir, vars(args), fingerprint, stats)
+        stats["scorer_sha256"] = scorer
+        write_run_manifest(stage, vars(args), stats)
     except DataError as e:
         fail(str(e))
 

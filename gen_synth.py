@@ -17,9 +17,10 @@ the prompt (--hint: rationalization, STaR). Train never sees the hint: it builds
 import argparse
 
 from tpt.generate import (SamplingConfig, add_generation_args, check_config, finished_sampling_run, format_stats,
-                          run_fingerprint, sample_questions, select_questions, skip_line, unsolved_questions,
-                          with_hints, write_run_manifest)
-from tpt.io import DataError, fail, read_questions
+                          sample_questions, sampling_stage, select_questions, unsolved_questions, with_hints,
+                          write_run_manifest)
+from tpt.io import DataError, read_questions
+from tpt.stage import fail
 
 
 def build_parser():
@@ -48,19 +49,18 @@ def main():
         if args.hint:
             questions = with_hints(questions)
         check_config(config)
-        fingerprint = run_fingerprint(config, questions, {"limit": args.limit, "hint": args.hint})
-        finished = finished_sampling_run(args.output_dir, fingerprint)
+        stage = sampling_stage("Think", config, questions, args.output_dir, {"limit": args.limit, "hint": args.hint})
+        finished = finished_sampling_run(stage)
         if finished is not None:
             print(format_stats(finished))
-            print(skip_line(args.output_dir))
             return
         if questions:
-            stats = sample_questions(config, questions, args.math, args.output_dir, fingerprint, origin)
+            stats = sample_questions(config, questions, args.math, stage, origin)
         else:  # every question has a kept trace: no model is loaded, the manifest says so
             stats = {"num_questions": 0, "num_samples": config.num_samples, "generated_tokens": 0,
                      "tokens_per_second": None, "truncated": 0, "backend": "-"}
         stats["skipped_questions"] = skipped
-        write_run_manifest(args.output_dir, vars(args), fingerprint, stats)
+        write_run_manifest(stage, vars(args), stats)
     except DataError as e:
         fail(str(e))
 

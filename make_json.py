@@ -8,16 +8,15 @@ question's traces from every pass go to the same side. Whole questions stay toge
 --train_size traces, eval the other questions (at most --eval_size traces, 200 as the original capped it; 0 = all). --exclude refuses (nothing written) any input
 whose normalised question text appears in a held-out file; --drop_excluded drops those traces instead.
 Writes make_json_manifest.json beside --train_output. Run again with the same inputs and exclude files (by
-content) and the same settings, it does nothing (`skip: FOLDER is split`); otherwise it splits again, with one
-line naming what changed.
+content), the same settings and the same split code, it does nothing (one `skip:` line); otherwise it splits
+again after one `redo:` line naming what changed.
 """
 import argparse
 import os
 
-from tpt.io import DataError, fail, read_questions, sha256_files, write_json
-from tpt.layout import MAKE_JSON_MANIFEST
-from tpt.manifest import forget_run, holds_same_run, write_manifest
+from tpt.io import DataError, read_questions, write_json
 from tpt.split import check_or_drop_held_out, group_by_question, split_by_question
+from tpt.stage import MAKE_JSON_MANIFEST, REDO, SPLITTER, Stage, fail
 
 
 def build_parser():
@@ -44,15 +43,15 @@ def main(argv=None):
         fail("--train_output and --eval_output are the same file")
     folder = os.path.dirname(os.path.abspath(args.train_output))
     try:
-        # What the split depends on: these settings, the content (not the names) of the files read, and where
-        # the two outputs are (the manifest only vouches for files beside it).
-        fingerprint = {"train_size": args.train_size, "eval_size": args.eval_size, "seed": args.seed,
-                       "drop_excluded": args.drop_excluded, "input_sha256": sha256_files(args.input),
-                       "exclude_sha256": sha256_files(args.exclude),
-                       "train_output": os.path.relpath(os.path.abspath(args.train_output), folder),
-                       "eval_output": os.path.relpath(os.path.abspath(args.eval_output), folder)}
-        if holds_same_run(folder, fingerprint, MAKE_JSON_MANIFEST):
-            print(f"skip: {os.path.dirname(args.train_output) or '.'} is split")
+        # What the split depends on: these settings, the content (not the names) of the files read, the split's
+        # code, and where the two outputs are (the manifest only vouches for files beside it).
+        settings = {"train_size": args.train_size, "eval_size": args.eval_size, "seed": args.seed,
+                    "drop_excluded": args.drop_excluded,
+                    "train_output": os.path.relpath(os.path.abspath(args.train_output), folder),
+                    "eval_output": os.path.relpath(os.path.abspath(args.eval_output), folder)}
+        stage = Stage("split", os.path.dirname(args.train_output) or ".", MAKE_JSON_MANIFEST, settings,
+                      inputs={"input": args.input, "exclude": args.exclude}, code=SPLITTER, on_change=REDO)
+        if stage.finished():
             return
         records, dropped = [], 0
         for path in args.input:
@@ -65,13 +64,12 @@ def main(argv=None):
         print(f"dropped {dropped} traces whose question is in {' '.join(args.exclude)}")
     train, evals = split_by_question(records, args.train_size, args.seed, args.eval_size)
     left_out = len(records) - len(train) - len(evals)
-    forget_run(folder, MAKE_JSON_MANIFEST)
     write_json(args.train_output, train)
     write_json(args.eval_output, evals)
     summary = {"input_traces": len(records), "input_questions": len(group_by_question(records)),
                "train_traces": len(train), "eval_traces": len(evals), "left_out_traces": left_out,
                "dropped_excluded": dropped}
-    write_manifest(folder, vars(args), filename=MAKE_JSON_MANIFEST, fingerprint=fingerprint, **summary)
+    stage.finish(vars(args), **summary)
     print(f"train: {args.train_output} | eval: {args.eval_output}")
     print(" | ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
 

@@ -13,9 +13,9 @@ does) with the paper's defaults, plus TPT's script arguments; `--config recipe.y
 Each trace is trained as prompt (the same chat prompt Think sampled with, tpt.prompt) + completion (the solution)
 + the model's end-of-turn token; the prompt carries no loss. Bad input fails with one line before any model loads.
 The output folder appears only when complete (manifest.json inside); checkpoints go to OUTPUT_DIR.work/, which is
-removed then unless --keep_checkpoints. Run again on a folder holding its finished run, it prints
-`skip: OUTPUT_DIR is trained` when the settings and the data's content are the same, and refuses with one line
-naming what changed otherwise.
+removed then unless --keep_checkpoints. Run again on a folder holding its finished run, it prints one `skip:`
+line when the settings and the data's content are the same, and refuses with one line naming what changed
+otherwise (tpt/stage.py).
 """
 
 
@@ -32,7 +32,8 @@ def main(argv=None):
     import time
     from dataclasses import asdict
 
-    from tpt.io import DataError, fail
+    from tpt.io import DataError
+    from tpt.stage import fail
 
     started = time.time()
     script_args, training_args, model_args = build_parser().parse_args_and_config(argv)
@@ -42,12 +43,11 @@ def main(argv=None):
     try:
         from trl import get_peft_config, get_quantization_config
 
-        from tpt.manifest import finished_run
         from tpt.prompt import check_template
         from tpt.train import train
         from tpt.train_data import data_files, read_train_data
         from tpt.train_save import save_model_folder
-        from tpt.train_setup import check_launch, train_fingerprint
+        from tpt.train_setup import check_launch, train_stage
 
         # Check, before any model loads: the template, the data, the launch.
         check_template(script_args.template)
@@ -55,11 +55,9 @@ def main(argv=None):
         check_launch(training_args)
         data = data_files(script_args.train_data_path, script_args.eval_data_path, len(train_records), len(eval_records))
 
-        # Skip a folder holding this very run; refuse one holding a run made otherwise (finished_run raises).
-        fingerprint = train_fingerprint(script_args, training_args, model_args, data)
-        if finished_run(output_dir, fingerprint) is not None:
-            if main_process:
-                print(f"skip: {output_dir} is trained (same settings and data)")
+        # Skip a folder holding this very run; refuse one holding a run made otherwise (finished raises).
+        stage = train_stage(script_args, training_args, model_args)
+        if stage.finished(announce=main_process) is not None:
             return
 
         run = train(
@@ -74,10 +72,10 @@ def main(argv=None):
             wandb_project=script_args.wandb_project,
         )
 
-        fields = {**run.fields, "data": data, "fingerprint": fingerprint,
+        fields = {**run.fields, "data": data,
                   "checkpoints_dir": run.work_dir if script_args.keep_checkpoints else None,
                   "wall_seconds": time.time() - started}  # measured before the save, which the manifest closes
-        save_model_folder(run.trainer, output_dir, run.base_path, run.eot_id, fields, settings, run.weight_dtype,
+        save_model_folder(run.trainer, stage, run.base_path, run.eot_id, fields, settings, run.weight_dtype,
                           training_args.trust_remote_code)
         if main_process and not script_args.keep_checkpoints:
             # The model folder is complete: a checkpoint (weights + optimizer state, ~12 bytes a parameter) is dead weight.

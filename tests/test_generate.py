@@ -82,7 +82,7 @@ def test_second_run_leaves_finished_files_alone_without_loading_the_model(synth_
     assert "nothing to do" in proc.stdout
     # one line says so (runs/loop.sh leaves skipping to the stage and shows this line)
     assert [line for line in proc.stdout.splitlines() if line.startswith("skip: ")] == [
-        f"skip: {out} is finished (manifest.json); nothing to do"]
+        f"skip: {out}: Think finished, same settings, inputs and code; nothing to do"]
     assert snapshot(out) == before
 
 
@@ -98,7 +98,7 @@ def test_different_arguments_on_a_finished_folder_are_refused(synth_dir, change)
     proc = run(SYNTH + COMMON + ["--num_samples", "2", "--output_dir", str(out)] + change)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "different arguments" in lines[0] and change[0].lstrip("-") in lines[0], proc.stderr
+    assert len(lines) == 1 and "made with other settings, inputs or code" in lines[0] and change[0].lstrip("-") in lines[0], proc.stderr
     assert snapshot(out) == before
 
 

@@ -115,8 +115,8 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
                              timeout=300)
     assert changed.returncode != 0
     R = out / "round1"
-    for line in (f"skip: {out / 'round0' / 'eval'} is finished", f"skip: {R / 'think'} is finished",
-                 f"skip: {R / 'think'} is scored", f"skip: {R / 'data'} is split"):
+    for line in (f"skip: {out / 'round0' / 'eval'}: Eval finished", f"skip: {R / 'think'}: Think finished",
+                 f"skip: {R / 'think'}: scoring finished", f"skip: {R / 'data'}: split finished"):
         assert line in changed.stdout, line
     errors = {line for line in changed.stderr.splitlines() if line.startswith("error:")}  # each rank says it
     assert len(errors) == 1, changed.stderr[-3000:]
@@ -188,8 +188,8 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     # 2. Started again: the finished passes are skipped untouched, the hinted pass resumes, every stage finishes.
     done = subprocess.run(loop, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"skip: {R / 'think'} is finished" in done.stdout
-    assert f"skip: {R / 'think_resample'} is scored" in done.stdout
+    assert f"skip: {R / 'think'}: Think finished" in done.stdout
+    assert f"skip: {R / 'think_resample'}: scoring finished" in done.stdout
     assert {p: (R / p).stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads((R / "think_hint" / "manifest.json").read_text())["resumed_questions"] >= 1
     for marker in MARKERS:

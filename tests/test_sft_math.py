@@ -159,12 +159,12 @@ def test_resume_continues_from_a_checkpoint(trained, traces, tmp_path):
 
 @pytest.mark.parametrize("flags, edit_data, expected", [
     # the same flags and data (copied to another path), logged elsewhere under another name: skipped, not redone
-    (["--report_to", "none", "--run_name", "again"], False, "skip: {out} is trained"),
+    (["--report_to", "none", "--run_name", "again"], False, "skip: {out}: Train finished, same settings, inputs and code; nothing to do"),
     # another learning rate: refused, naming it
-    (["--learning_rate", "2e-6"], False, "error: {out}: holds a finished run with different arguments "
+    (["--learning_rate", "2e-6"], False, "error: {out}: holds a finished run made with other settings, inputs or code "
                                          "(learning_rate: 1e-06 -> 2e-06)"),
     # the same flags on train data whose content changed (one solution edited): refused, naming the train data
-    ([], True, "error: {out}: holds a finished run with different arguments (train_data_sha256: "),
+    ([], True, "error: {out}: holds a finished run made with other settings, inputs or code (train_data_sha256: "),
 ], ids=["same", "learning_rate", "train_data"])
 def test_finished_folder_is_skipped_or_refused(trained, traces, tmp_path, flags, edit_data, expected):
     # Run again on the two-step fixture's finished folder: before any model loads, one line, and the folder untouched.

@@ -14,7 +14,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 
@@ -286,9 +285,3 @@ _WS_RE = re.compile(r"\s+")
 def normalize_text(text):
     """Lower-case, whitespace-folded text: the key for overlap checks and duplicate traces."""
     return _WS_RE.sub(" ", text).strip().lower()
-
-
-def fail(message, code=2):
-    """Print one clear error line and exit non-zero (scripts call this on DataError)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)

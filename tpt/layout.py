@@ -17,14 +17,11 @@ import argparse
 import os
 import shlex
 
-# Think passes in the order the loop runs them: folder name -> the `origin` their kept traces carry.
 THINK, DATA, MODEL, EVAL, REPORT = "think", "data", "model", "eval", "report"
+# Think passes in the order the loop runs them: folder name -> the `origin` their kept traces carry.
 THINK_PASSES = {THINK: "sample", "think_resample": "resample", "think_hint": "hint"}
 
-MANIFEST = "manifest.json"  # written last by Think, Eval and Train: the folder holds a finished run
-EVMATH_MANIFEST = "evmath_manifest.json"  # evmath.py's, beside the samples it scored
-MAKE_JSON_MANIFEST = "make_json_manifest.json"  # make_json.py's, beside train.json
-MANIFESTS = (EVMATH_MANIFEST, MAKE_JSON_MANIFEST, MANIFEST)
+# The manifests each stage writes are named in tpt/stage.py.
 
 # What scoring writes into a samples folder.
 SCORED_FILE = "scored.json"

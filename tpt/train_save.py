@@ -7,7 +7,6 @@ import os
 import shutil
 
 from tpt.io import partial_folder, replace_folder
-from tpt.manifest import write_manifest
 
 
 def merge_lora(base_path, adapter_dir, dest, dtype="float32", trust_remote_code=False):
@@ -36,9 +35,9 @@ def set_stop_token(folder, eot_id):
     gen.save_pretrained(folder)
 
 
-def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, run_args, base_dtype="float32",
+def save_model_folder(trainer, stage, base_path, eot_id, manifest_fields, run_args, base_dtype="float32",
                       trust_remote_code=False):
-    """Save the trained model as a folder that appears under output_dir only when complete.
+    """Save the trained model as a folder that appears under stage.folder only when complete.
 
     Everything is written into a hidden sibling `.NAME.partial`, manifest.json last, then renamed into place.
     Call on every rank: gathering FSDP / ZeRO-3 shards is collective; only the main process writes.
@@ -46,6 +45,7 @@ def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, r
     from accelerate.utils import is_peft_model
 
     acc = trainer.accelerator
+    output_dir = stage.folder
     partial = partial_folder(output_dir)
     if acc.is_main_process:
         shutil.rmtree(partial, ignore_errors=True)
@@ -58,6 +58,6 @@ def save_model_folder(trainer, output_dir, base_path, eot_id, manifest_fields, r
             merge_lora(base_path, os.path.join(partial, "adapter"), partial, base_dtype, trust_remote_code)
         trainer.processing_class.save_pretrained(partial)  # tokenizer and chat template
         set_stop_token(partial, eot_id)
-        write_manifest(partial, run_args, **manifest_fields)
+        stage.finish(run_args, folder=partial, **manifest_fields)
         replace_folder(partial, output_dir)
     acc.wait_for_everyone()

@@ -4,7 +4,6 @@ the run (weights' dtype, load keywords, folders, the checkpoint to resume from).
 Nothing here assumes one process: the W&B login is checked once (main process) and the answer shared, and the
 fingerprint is the same on every rank of a launch.
 """
-import json
 import netrc
 import os
 from dataclasses import asdict
@@ -68,14 +67,16 @@ def check_launch(training_args):
         check_wandb_on_main(training_args.process_index, training_args.world_size)
 
 
-def train_fingerprint(script_args, training_args, model_args, data):
-    """What must match for a folder's finished run to be this run: every flag that changes the trained model (TPT's
-    ScriptArguments, TRL's SFTConfig and ModelConfig as parsed), the number of processes, and the sha256 of each
-    data file (data: tpt.train_data.data_files).
+def train_stage(script_args, training_args, model_args):
+    """Train's Stage (tpt.stage): every flag that changes the trained model (TPT's ScriptArguments, TRL's SFTConfig
+    and ModelConfig as parsed), the number of processes, and each data file by content (its sha256). A folder
+    holding a run made otherwise is refused.
 
     Read from the flags as parsed, before configure adapts them, so it is the same on every rank and in every
-    launch of the same command; JSON-normalised, as it is compared with the one read back from manifest.json.
+    launch of the same command.
     """
+    from tpt.stage import MANIFEST, REFUSE, Stage
+
     trl_settings = training_args.to_dict()
     for name in trl_settings:
         if name.endswith("_token"):  # to_dict hides these (for hub_token), but eos_token and pad_token train
@@ -84,9 +85,8 @@ def train_fingerprint(script_args, training_args, model_args, data):
     record = {k: v for k, v in settings.items()
               if k not in NOT_FINGERPRINTED and not k.startswith(NOT_FINGERPRINTED_PREFIXES)}
     record["world_size"] = training_args.world_size  # the processes multiply the batch of an optimizer step
-    for role in ("train", "eval"):
-        record[f"{role}_data_sha256"] = data[role]["sha256"] if role in data else None
-    return json.loads(json.dumps(record, sort_keys=True, default=str))
+    inputs = {"train_data": script_args.train_data_path, "eval_data": script_args.eval_data_path}
+    return Stage("Train", training_args.output_dir, MANIFEST, record, inputs=inputs, on_change=REFUSE)
 
 
 def weight_dtype(requested, use_peft, bf16):
