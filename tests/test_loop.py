@@ -3,8 +3,10 @@
 The questions are one-step sums that SmolLM2-135M answers greedily with the plain template, so a round keeps
 at least one trace and every stage (Eval, Think, Prune, Train, Eval, report) really runs. One loop is killed in
 the middle of Think and started again (it must finish with whole files), then run a third time (nothing reruns).
-That loop trains through TRAIN_LAUNCH="torchrun --nproc_per_node 2" (two gloo ranks), as on a multi-GPU node: one
-loop run less than testing the launcher in a loop of its own. Then it is started again with a changed EVAL_N and
+That loop trains through a two-node TRAIN_LAUNCH: tests/two_nodes.sh (what srun does across nodes, here twice on
+this machine) starting two `torchrun --nnodes 2 --nproc_per_node 1` agents joined by a c10d rendezvous on
+127.0.0.1, so two gloo ranks on two "nodes": one loop run less than testing the launcher in a loop of its own (the
+one-node launch is tested in test_sft_math.py). Then it is started again with a changed EVAL_N and
 with a changed LR: the stage whose setting changed refuses, never silently keeps its old run.
 """
 import json
@@ -52,7 +54,9 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {free_port()}",
+               TRAIN_LAUNCH=f"bash {ROOT / 'tests' / 'two_nodes.sh'} torchrun --nnodes 2 --nproc_per_node 1 "
+                            f"--rdzv_backend c10d --rdzv_endpoint 127.0.0.1:{free_port()} --rdzv_id loop",
+               OMP_NUM_THREADS="1",  # one thread a rank, as torchrun sets for two ranks on one node
                # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
                # sequences), so it spends several calls journaling and the kill lands between two of them.
                N="2", BATCH_SIZE="1")
