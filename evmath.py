@@ -1,12 +1,13 @@
 """Prune, part 1: score sampled solutions and keep the correct traces.
 
-    python evmath.py --samples_dir runs/r1/samples --answer_path ../shared/data/tpt_reference/test500.json \\
+    python evmath.py --samples_dir samples/math_eval/2b --questions ../shared/data/tpt_reference/test500.json \\
         --num_samples 10
 
 --samples_dir is a folder holding e0.json ... e{N-1}.json, or (as the original's tpt_workflow.sh passes it) a
 root whose subfolders each hold one model's e*.json: each is scored. Writes into each samples folder
 scored.json, pass_at_k_results.json, pass_at_k_results.csv, correct_answers.json and evmath_manifest.json.
-Every folder is read and validated before anything is written.
+Every folder is read and validated before anything is written. The original's --answer_path is accepted for
+--questions.
 
 Run again, a folder already scored from the same files (answer file and e-files, by content) with the same
 settings and the same scorer code (tpt.stage.SCORER) is skipped with one `skip:` line; otherwise it is scored
@@ -28,11 +29,13 @@ from tpt.stage import EVMATH_MANIFEST, MANIFEST, REDO, SCORER, Stage, fail, skip
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--samples_dir", default="samples/math_train",
+    p.add_argument("--samples_dir", "--output_dir", "--outputdir", dest="samples_dir", default="samples/math_train",
                    help="folder with e0.json ... e{N-1}.json, or a root whose subfolders each hold them")
-    p.add_argument("--answer_path", default="data/gsm8ktrain.json",
+    p.add_argument("--questions", "--answer_path", "--math", dest="questions", default="data/gsm8ktrain.json",
                    help="question file with the gold answers (TPT JSON with idt or id, JSONL, or GSM8K jsonl)")
-    p.add_argument("--num_samples", type=int, default=2, help="samples per question: reads e0 .. e{N-1}")
+    p.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=None,
+                   help="samples per question: reads e0 .. e{N-1} (default: the num_samples of the folder's "
+                   "manifest.json, as Think wrote it, else every e{j}.json there)")
     p.add_argument("--k", type=int, nargs="*", default=[], help="extra k for maj@k (pass@k is written for every k <= N)")
     p.add_argument("--max_per_question", type=int, default=1,
                    help="kept traces per question in correct_answers.json (1 = the original recipe; 0 = all)")
@@ -55,6 +58,17 @@ def find_sample_folders(samples_dir):
     return subs
 
 
+def samples_in(folder):
+    """How many samples per question a folder holds: its Think manifest's num_samples, else its e0 .. e{N-1}.json."""
+    manifest = read_manifest(folder, MANIFEST)
+    if isinstance(manifest, dict) and isinstance(manifest.get("num_samples"), int):
+        return manifest["num_samples"]
+    n = 0
+    while os.path.isfile(os.path.join(folder, f"e{n}.json")):
+        n += 1
+    return n
+
+
 def sampled_nothing(folder):
     """True for a Think folder whose pass had no question left to sample (manifest.json: num_questions 0)."""
     manifest = read_manifest(folder, MANIFEST) if os.path.isdir(folder) else None
@@ -75,14 +89,17 @@ def main(argv=None):
             return
         # What the scores depend on: these settings, the content (not the names) of the files read, and the
         # scorer's own code (an upgrade that reads answers otherwise scores again).
-        settings = {"num_samples": args.num_samples, "k": args.k, "max_per_question": args.max_per_question,
-                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated}
-        stages = [Stage("scoring", d, EVMATH_MANIFEST, settings, code=SCORER, on_change=REDO,
-                        inputs={"answer": args.answer_path, "samples": sample_paths(d, args.num_samples)})
-                  for d in find_sample_folders(args.samples_dir)]
+        settings = {"k": args.k, "max_per_question": args.max_per_question, "strict_only": args.strict_only,
+                    "keep_truncated": args.keep_truncated}
+        stages = []
+        for d in find_sample_folders(args.samples_dir):
+            n = args.num_samples or samples_in(d)
+            stages.append(Stage("scoring", d, EVMATH_MANIFEST, settings | {"num_samples": n}, code=SCORER,
+                                on_change=REDO, inputs={"answer": args.questions, "samples": sample_paths(d, n)}))
         todo = [stage for stage in stages if not stage.finished()]
-        questions = read_questions(args.answer_path) if todo else []
-        loaded = [(stage, *load_samples_dir(stage.folder, questions, args.num_samples)) for stage in todo]
+        questions = read_questions(args.questions) if todo else []
+        loaded = [(stage, *load_samples_dir(stage.folder, questions, stage.settings["num_samples"]))
+                  for stage in todo]
     except DataError as e:
         fail(str(e))
     for stage, sampled, sample_files in loaded:

@@ -6,7 +6,7 @@ GSM8K for real runs (the seed's data/gsm8ktrain.json and data/gsm8ktest.json, id
 reasoning-gym problems for the offline demo (train and test from different seeds, overlap removed from train):
     python make_data.py gym --out_dir out/demo/data --train_size 200 --test_size 50 --train_seed 1 --test_seed 1000000
 The leakage guard a loop calls before it trains (exit 2 and one line naming both files when they share a question):
-    python make_data.py check --train data/gsm8ktrain.json --test data/gsm8ktest.json
+    python make_data.py check --train_questions data/gsm8ktrain.json --test_questions data/gsm8ktest.json
 
 gsm8k and gym run again with the same flags (and, for --gsm8k_dir, the same file contents) into a folder that
 holds their finished output do nothing (one `skip:` line); with other flags or code they make it again, after
@@ -42,8 +42,10 @@ def build_parser():
     gym.add_argument("--test_seed", type=int, default=1_000_000, help="at least train_size + test_size from train_seed")
 
     check = sub.add_parser("check", help="fail when train and test share a question", formatter_class=fmt)
-    check.add_argument("--train", required=True)
-    check.add_argument("--test", required=True)
+    check.add_argument("--train_questions", "--train", dest="train_questions", required=True,
+                       help="the training question file")
+    check.add_argument("--test_questions", "--test", dest="test_questions", required=True,
+                       help="the held-out question file")
     return parser
 
 
@@ -79,9 +81,10 @@ def main():
     args = build_parser().parse_args()
     try:
         if args.source == "check":
-            train, test = read_questions(args.train), read_questions(args.test)
-            check_disjoint(train, test, args.train, args.test)
-            print(f"check: {args.train} ({len(train)}) and {args.test} ({len(test)}) share no question")
+            train, test = read_questions(args.train_questions), read_questions(args.test_questions)
+            check_disjoint(train, test, args.train_questions, args.test_questions)
+            print(f"check: {args.train_questions} ({len(train)}) and {args.test_questions} ({len(test)}) share no "
+                  "question")
             return
         stage = data_stage(args)
         if stage.finished():

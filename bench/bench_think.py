@@ -65,9 +65,9 @@ def load_prompts(args):
 
 
 def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
-    from tpt.backends import load_backend, question_seeds
+    from tpt.backends import EngineConfig, load_backend, question_seeds
 
-    backend = load_backend("hf", path, tokenizer, dtype=dtype, batch_size=batch_size, max_model_len=None)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype=dtype, batch_size=batch_size))
     backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seeds=[0])  # warm-up
     t0 = time.time()
     results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens,

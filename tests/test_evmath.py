@@ -204,7 +204,8 @@ def test_run_again_skips_the_same_and_redoes_a_change(fixture_run, flags, change
         assert all((run / name).stat().st_mtime_ns != stamp for name, stamp in stamps.items())
         manifest = read_json(run / "evmath_manifest.json")
         assert manifest["summary"]["max_per_question"] == (0 if flags else 1)
-        assert evmath(*first, *flags).stdout == f"skip: {run}: scoring finished, same settings, inputs and code; nothing to do\n"  # and now it is the finished run
+        # and now it is the finished run
+        assert evmath(*first, *flags).stdout == f"skip: {run}: scoring finished, same settings, inputs and code; nothing to do\n"
 
 
 # A scorer that reads no answer from any reply: how answers are read changed, the files did not.

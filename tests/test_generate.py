@@ -6,14 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 EVAL = [PYTHON, str(ROOT / "gen_eval.py")]
@@ -65,7 +66,7 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
 def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
     # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
     # fingerprint under its own name, and folders finished by earlier versions keep matching.
-    not_fingerprinted = {"output_dir", "math", "gpu_memory_utilization", "skip_solved", "ray"}
+    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved", "ray"}
     flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
     assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 
@@ -224,13 +225,13 @@ def _prompts(tokenizer):
 
 @pytest.fixture(scope="module")
 def hf32():
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
     from tpt.generate import load_tokenizer
     from tpt.models import resolve_model
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    backend = load_backend("hf", path, tokenizer, dtype="float32", batch_size=3)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype="float32", batch_size=3))
     return backend, tokenizer, _prompts(tokenizer)
 
 
@@ -327,10 +328,10 @@ def test_dtype_auto_follows_what_the_cpu_reports():
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     _, tokenizer, prompts = hf32
-    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
+    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, EngineConfig(dtype="bfloat16", batch_size=3))
     assert backend.dtype == __import__("torch").bfloat16
     a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
     b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))

@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import GSM8K, PYTHON, ROOT, TPT_REF
+from tests.conftest import GSM8K, PYTHON, ROOT, TPT_REF
 from tpt.data import check_disjoint, make_gym_split
 from tpt.split import find_overlap
 from tpt.io import DataError, gsm8k_final_number, normalize_text, read_json, read_jsonl, read_questions

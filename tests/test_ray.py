@@ -19,14 +19,14 @@ import time
 
 import pytest
 
-from conftest import GSM8K, PYTHON, ROOT, free_port
+from tests.conftest import GSM8K, PYTHON, ROOT, free_port
 
 ray = pytest.importorskip("ray", reason="ray is a test dependency (requirements.txt)")
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 EVAL = [PYTHON, str(ROOT / "gen_eval.py")]
 # --batch_size 1 with 2 samples: 2 questions a batch (tpt.backends.questions_per_call), 6 batches of work.
-ARGS = ["--math", str(GSM8K / "test.jsonl"), "--limit", "12", "--max_tokens", "8", "--backend", "hf",
+ARGS = ["--questions", str(GSM8K / "test.jsonl"), "--limit", "12", "--max_tokens", "8", "--backend", "hf",
         "--batch_size", "1", "--seed", "3"]
 FILES = ["e0.json", "e1.json"]
 
@@ -53,15 +53,16 @@ def cluster():
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     out = tmp_path_factory.mktemp("one") / "run"
-    proc = run(SYNTH + ARGS + ["--num_samples", "2", "--output_dir", str(out)],
+    proc = run(SYNTH + ARGS + ["--num_samples", "2", "--samples_dir", str(out)],
                env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
 
+@pytest.mark.slow
 def test_two_replicas_on_a_local_cluster_write_the_one_process_files(reference, tmp_path):
     out = tmp_path / "run"
-    proc = run(SYNTH + ARGS + ["--num_samples", "2", "--output_dir", str(out), "--ray", "local",
+    proc = run(SYNTH + ARGS + ["--num_samples", "2", "--samples_dir", str(out), "--ray", "local",
                                "--data_parallel_size", "2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert same_files(out, reference)
@@ -72,10 +73,11 @@ def test_two_replicas_on_a_local_cluster_write_the_one_process_files(reference, 
     assert manifest["args"]["ray"] == "local" and "ray" not in manifest["fingerprint"]
 
 
+@pytest.mark.slow
 def test_a_replica_killed_mid_run_is_restarted_and_every_sample_written_once(cluster, reference, tmp_path):
     out = tmp_path / "run"
     with open(tmp_path / "stderr", "w") as stderr:
-        proc = subprocess.Popen(SYNTH + ARGS + ["--num_samples", "2", "--output_dir", str(out), "--ray", cluster,
+        proc = subprocess.Popen(SYNTH + ARGS + ["--num_samples", "2", "--samples_dir", str(out), "--ray", cluster,
                                                 "--data_parallel_size", "2"],
                                 stdout=subprocess.PIPE, stderr=stderr, text=True, cwd=ROOT)
         # The first replica to answer a batch holds another (two in flight each, six batches): kill it now.
@@ -95,9 +97,10 @@ def test_a_replica_killed_mid_run_is_restarted_and_every_sample_written_once(clu
     assert json.loads((out / "manifest.json").read_text())["sampled_questions"] == 12
 
 
+@pytest.mark.slow
 def test_a_killed_driver_resumes_without_redoing_journaled_batches(cluster, reference, tmp_path):
     out = tmp_path / "run"
-    cmd = SYNTH + ARGS + ["--num_samples", "2", "--output_dir", str(out), "--ray", cluster, "--data_parallel_size", "2"]
+    cmd = SYNTH + ARGS + ["--num_samples", "2", "--samples_dir", str(out), "--ray", cluster, "--data_parallel_size", "2"]
     with open(tmp_path / "log", "w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
         journal = out / ".journal.jsonl"
@@ -117,10 +120,11 @@ def test_a_killed_driver_resumes_without_redoing_journaled_batches(cluster, refe
     assert same_files(out, reference) and not journal.exists()
 
 
+@pytest.mark.slow
 def test_eval_on_the_cluster_samples_what_think_samples(cluster, reference, tmp_path):
     # Same seed, temperature and questions: Eval's records are Think's but for `origin`, and they are scored.
     out = tmp_path / "eval"
-    proc = run(EVAL + ARGS + ["--numsamples", "2", "--temperature", "0.8", "--outputdir", str(out), "--ray", cluster,
+    proc = run(EVAL + ARGS + ["--num_samples", "2", "--temperature", "0.8", "--samples_dir", str(out), "--ray", cluster,
                               "--data_parallel_size", "2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name in FILES:
@@ -129,20 +133,29 @@ def test_eval_on_the_cluster_samples_what_think_samples(cluster, reference, tmp_
     assert (out / "scored.json").exists() and "pass@1" in proc.stdout
 
 
-@pytest.mark.parametrize("address, replicas, message", [
+@pytest.mark.parametrize("address, message", [
     # nothing listens there
-    ("127.0.0.1:{free}", 2, "error: --ray 127.0.0.1:{free}: no Ray cluster there ("),
+    ("127.0.0.1:{free}", "error: --ray 127.0.0.1:{free}: no Ray cluster there ("),
     # not an address at all
-    ("cluster0", 2, "error: --ray cluster0: no Ray cluster there (not HOST:PORT, auto or local)"),
-    # the module's cluster has 2 CPUs and no GPU: 3 replicas cannot all start (they would wait for ever)
-    ("{cluster}", 3, "error: --data_parallel_size 3 replicas of 1 CPU(s) need 3 CPUs; the Ray cluster has 2"),
+    ("cluster0", "error: --ray cluster0: no Ray cluster there (not HOST:PORT, auto or local)"),
 ])
-def test_a_cluster_that_cannot_run_it_is_one_line_and_nothing_written(cluster, tmp_path, address, replicas,
-                                                                       message):
+def test_an_address_with_no_cluster_is_one_line_and_nothing_written(tmp_path, address, message):
     free = free_port()
-    address, message = (s.format(free=free, cluster=cluster) for s in (address, message))
+    address, message = (s.format(free=free) for s in (address, message))
+    assert_one_line_and_nothing_written(tmp_path, ["--ray", address, "--data_parallel_size", "2"], message)
+
+
+@pytest.mark.slow
+def test_a_cluster_too_small_for_the_replicas_is_one_line_and_nothing_written(cluster, tmp_path):
+    # the module's cluster has 2 CPUs and no GPU: 3 replicas could not all start (they would wait for ever)
+    assert_one_line_and_nothing_written(tmp_path, ["--ray", cluster, "--data_parallel_size", "3"],
+                                        "error: --data_parallel_size 3 replicas of 1 CPU(s) need 3 CPUs; "
+                                        "the Ray cluster has 2")
+
+
+def assert_one_line_and_nothing_written(tmp_path, flags, message):
     out = tmp_path / "run"
-    proc = run(SYNTH + ARGS + ["--output_dir", str(out), "--ray", address, "--data_parallel_size", str(replicas)])
+    proc = run(SYNTH + ARGS + ["--samples_dir", str(out)] + flags)
     lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and len(lines) == 1 and lines[0].startswith(message), proc.stderr[-3000:]
     assert proc.stderr.strip().endswith(lines[0]) and not out.exists()

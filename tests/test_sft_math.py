@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import PYTHON, ROOT, TPT_REF, free_port
 from tpt.device import auto_dtype
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 SCRIPT = str(ROOT / "sft_math.py")
 # The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
 # a checkpoint every step, kept after the run for the resume test.
@@ -389,7 +391,7 @@ def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, t
     # the seed's flags keep working; everything else keeps the paper's defaults
     (["--model_name_or_path", "m", "--eval_data_path", "e.json", "--learning_rate", "2e-6", "--output_dir", "o",
       "--wandb_project", "p", "--run_name", "r", "--num_train_epochs", "2"], None,
-     {"model_name_or_path": "m", "eval_data_path": "e.json", "learning_rate": 2e-6, "output_dir": "o",
+     {"model_name_or_path": "m", "eval_traces": "e.json", "learning_rate": 2e-6, "output_dir": "o",
       "wandb_project": "p", "run_name": "r", "num_train_epochs": 2.0, "lr_scheduler_type": "cosine",
       "warmup_ratio": 0.1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_length": 1600,
       "dtype": None, "attn_implementation": None, "save_steps": 0.25, "eval_steps": 0.25, "report_to": ["wandb"],

@@ -15,6 +15,8 @@ from tests.conftest import GSM8K, PYTHON, ROOT, TPT_REF
 from tpt.io import read_json, read_questions
 from tpt.prompt import HINT_TEXT, encode_prompt, leans_on_hint
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 # 4 real GSM8K test questions, one sample each, 8 new tokens; one question per batch so the journal grows by one.
 COMMON = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--num_samples", "1", "--batch_size", "1",

@@ -130,7 +130,7 @@ def with_hints(questions):
     return [dict(q, hint=q["solnum"]) for q in questions]
 
 
-def sampling_stage(name, config, questions, output_dir, flags):
+def sampling_stage(name, config, questions, samples_dir, flags):
     """Think's or Eval's Stage (tpt.stage): what must match for two runs to share a folder is the sampling config
     (but --gpu_memory_utilization), the script's other flags that change what is sampled (`flags`, by flag name:
     --limit, Think's --hint), and the questions (with their hints). A folder holding a run made otherwise is
@@ -143,7 +143,7 @@ def sampling_stage(name, config, questions, output_dir, flags):
     text = json.dumps([[q["idt"], q["question"]] + ([q["hint"]] if "hint" in q else []) for q in questions],
                       ensure_ascii=False)
     settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return Stage(name, output_dir, MANIFEST, settings, on_change=REFUSE)
+    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE)
 
 
 def finished_sampling_run(stage, announce=True):
@@ -158,7 +158,7 @@ def finished_sampling_run(stage, announce=True):
     journal = os.path.join(stage.folder, JOURNAL)
     if not os.path.isfile(journal) and os.path.isfile(os.path.join(stage.folder, "e0.json")):
         raise DataError(f"{stage.folder}: holds sample files from another run (no journal, no manifest); "
-                        "use another --output_dir")
+                        "use another --samples_dir")
     return None
 
 
@@ -203,13 +203,7 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     """The backend (tpt.backends) with the model loaded as `config` says."""
     from tpt.backends import load_backend
 
-    return load_backend(backend_name, model_path, tokenizer, dtype=config.dtype,
-                        max_model_len=config.max_model_len, batch_size=config.batch_size,
-                        tensor_parallel_size=config.tensor_parallel_size,
-                        data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
-                        gpu_memory_utilization=config.gpu_memory_utilization,
-                        trust_remote_code=config.trust_remote_code, seed=config.seed,
-                        attn_implementation=config.attn_implementation)
+    return load_backend(backend_name, model_path, tokenizer, config)
 
 
 def local_batches(sampler, config, prompts, seeds, todo):

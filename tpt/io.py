@@ -5,6 +5,9 @@ files say `id` instead of `idt`), a JSONL of the same, or GSM8K's own JSONL line
 answer ends with `#### N` (idt = row index). Sample files: e0.json ... e{N-1}.json, each a JSON list of
 {qnum, question, solution} with optional extras (finish_reason, num_tokens).
 
+A question's id is `idt` in question files and `qnum` in sample files (a sample's qnum is its question's idt):
+two names for one thing, because they are the original TPT's file formats, which ours must read and write.
+
 Bad input raises DataError with one line naming the file and the record; scripts turn it into a non-zero exit.
 Every write goes to a temp file in the same folder and is renamed into place, so no reader ever sees half a file.
 """

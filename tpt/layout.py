@@ -48,12 +48,12 @@ def round_folders(round_path):
 
 
 def shell_assignments(out, r):
-    """The lines runs/loop.sh evals: think_dir=... one per folder of round r, the split's two files, report_dir,
+    """The lines runs/loop.sh evals: think_dir=... one per folder of round r, the split's two files (train_traces, eval_traces), report_dir,
     and kept_file, the name of the kept traces in a Think folder."""
     folders = round_folders(round_dir(out, r))
     values = {f"{name}_dir": path for name, path in folders.items()}
-    values["train_json"] = os.path.join(folders[DATA], TRAIN_FILE)
-    values["eval_json"] = os.path.join(folders[DATA], EVAL_FILE)
+    values["train_traces"] = os.path.join(folders[DATA], TRAIN_FILE)
+    values["eval_traces"] = os.path.join(folders[DATA], EVAL_FILE)
     values["report_dir"] = report_dir(out)
     values["kept_file"] = KEPT_FILE
     return "\n".join(f"{name}={shlex.quote(path)}" for name, path in values.items())

@@ -18,20 +18,20 @@ from tpt.device import torch_dtype
 SLOT_ATTENTION = "tpt_slot_sdpa"
 
 
-def _slot_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+def _slot_attention(module, query, key, value, attention_mask, **kwargs):
     """transformers' sdpa, except in a decode step (one query per row, a SlotCache mask): the query heads that share
     a key/value head go in as that head's queries, so keys and values are not repeated per query head (sdpa
-    repeats them whenever a mask is given, a copy of the whole cache every step)."""
+    repeats them whenever a mask is given, a copy of the whole cache every step). kwargs: transformers' own
+    (dropout, scaling, ...), as its attention interface passes them."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
     if query.shape[2] != 1 or attention_mask is None or groups == 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     rows, heads, _, dim = query.shape
     out = torch.nn.functional.scaled_dot_product_attention(
-        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=scaling)
+        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=kwargs.get("scaling"))
     return out.reshape(rows, 1, heads, dim), None
 
 
@@ -46,8 +46,11 @@ def _register_slot_attention():
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model_path, tokenizer, stop_ids, dtype="auto", max_model_len=None, batch_size=32,
-                 trust_remote_code=False, attn_implementation=None):
+    def __init__(self, model_path, tokenizer, stop_ids, engine):
+        """engine: tpt.backends.EngineConfig's fields (dtype, max_model_len, batch_size, trust_remote_code,
+        attn_implementation are read)."""
+        dtype, max_model_len, batch_size = engine.dtype, engine.max_model_len, engine.batch_size
+        trust_remote_code, attn_implementation = engine.trust_remote_code, engine.attn_implementation
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
