@@ -133,16 +133,18 @@ def test_eval_on_the_cluster_samples_what_think_samples(cluster, reference, tmp_
     assert (out / "scored.json").exists() and "pass@1" in proc.stdout
 
 
-@pytest.mark.parametrize("address, message", [
+@pytest.mark.parametrize("flags, message", [
     # nothing listens there
-    ("127.0.0.1:{free}", "error: --ray 127.0.0.1:{free}: no Ray cluster there ("),
+    (["--ray", "127.0.0.1:{free}"], "error: --ray 127.0.0.1:{free}: no Ray cluster there ("),
     # not an address at all
-    ("cluster0", "error: --ray cluster0: no Ray cluster there (not HOST:PORT, auto or local)"),
+    (["--ray", "cluster0"], "error: --ray cluster0: no Ray cluster there (not HOST:PORT, auto or local)"),
+    # replicas without a cluster to put them on
+    ([], "error: --data_parallel_size 2 runs replicas on a Ray cluster: add --ray local (this machine) or --ray auto"),
 ])
-def test_an_address_with_no_cluster_is_one_line_and_nothing_written(tmp_path, address, message):
+def test_replicas_with_no_cluster_are_one_line_and_nothing_written(tmp_path, flags, message):
     free = free_port()
-    address, message = (s.format(free=free) for s in (address, message))
-    assert_one_line_and_nothing_written(tmp_path, ["--ray", address, "--data_parallel_size", "2"], message)
+    flags, message = [f.format(free=free) for f in flags], message.format(free=free)
+    assert_one_line_and_nothing_written(tmp_path, flags + ["--data_parallel_size", "2"], message)
 
 
 @pytest.mark.slow

@@ -104,6 +104,9 @@ def check_config(config):
     if config.temperature < 0 or not 0 < config.top_p <= 1:
         raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {config.temperature} and "
                         f"{config.top_p}")
+    if config.data_parallel_size > 1 and not config.ray:
+        raise DataError(f"--data_parallel_size {config.data_parallel_size} runs replicas on a Ray cluster: add "
+                        "--ray local (this machine) or --ray auto")
     check_template(config.template)
 
 
@@ -283,8 +286,7 @@ def sample_questions(config, questions, source, stage, origin=None):
     journal = resume_journal(journal_path, stage.fingerprint, backend_name)
     resumed = len(journal)
     # On Ray every replica gets the batches one engine would, so the run's batches do not depend on the replicas.
-    per_call = questions_per_call(backend_name, config.num_samples, config.batch_size,
-                                  1 if config.ray else config.data_parallel_size)
+    per_call = questions_per_call(backend_name, config.num_samples, config.batch_size)
     todo = [(b, batch) for b, batch in enumerate(plan_batches(prompts, per_call))
             if not all(i in journal for i in batch)]
     sampled = sum(len(batch) for _, batch in todo)

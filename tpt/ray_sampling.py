@@ -25,7 +25,6 @@ Each replica asks Ray for --tensor_parallel_size GPUs when the cluster has GPUs 
 CUDA_VISIBLE_DEVICES), else an equal share of the cluster's CPUs. The tpt package travels to the cluster with the
 job (runtime_env py_modules); the model must be readable at the same path on every node, or be a hub id.
 """
-import dataclasses
 import os
 import socket
 import time
@@ -121,8 +120,7 @@ class Replica:
         from tpt.generate import load_sampler, load_tokenizer
 
         tokenizer = load_tokenizer(model_path, config.trust_remote_code)
-        self.sampler = load_sampler(backend_name, model_path, tokenizer,
-                                    dataclasses.replace(config, data_parallel_size=1))
+        self.sampler = load_sampler(backend_name, model_path, tokenizer, config)
         self.config = config
 
     def generate(self, prompts, seeds):
