@@ -227,18 +227,20 @@ def journal_batches(finished, config, questions, todo, journal_path, journal):
     progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
                     desc=f"sampling x{config.num_samples}")
     new_tokens, new_seconds = 0, 0.0
-    for batch, results, seconds in finished:
-        if any(i in journal for i in batch):  # each batch is asked for once; a second answer would be a bug
-            raise RuntimeError(f"batch of questions {batch} came back twice")
-        lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
-                 for i, samples in zip(batch, results)]
-        append_journal(journal_path, lines)
-        journal.update({line["index"]: line for line in lines})
-        new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
-        new_seconds += seconds
-        progress.update(len(batch))
-        progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
-    progress.close()
+    try:  # the bar ends its line before any error is printed
+        for batch, results, seconds in finished:
+            if any(i in journal for i in batch):  # each batch is asked for once; a second answer would be a bug
+                raise RuntimeError(f"batch of questions {batch} came back twice")
+            lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
+                     for i, samples in zip(batch, results)]
+            append_journal(journal_path, lines)
+            journal.update({line["index"]: line for line in lines})
+            new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
+            new_seconds += seconds
+            progress.update(len(batch))
+            progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
+    finally:
+        progress.close()
 
 
 def sample_totals(journal, num_questions):
