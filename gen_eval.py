@@ -77,7 +77,9 @@ def main():
         if args.task != "tpt":
             questions = [dict(q, shots=shots) for q, shots in zip(questions, fewshot_examples(args.task, questions,
                                                                                              train))]
-        stage = sampling_stage("Eval", config, questions, args.samples_dir, {"limit": args.limit})
+        stage = sampling_stage("Eval", config, questions, args.samples_dir,
+                               {"limit": args.limit, "task": config.task,
+                                "apply_chat_template": config.apply_chat_template})
         finished = finished_sampling_run(stage, announce=False)
         scorer = code_sha256(SCORER)
         if finished is not None and finished.get("scorer_sha256") == scorer:

@@ -166,7 +166,8 @@ def test_task_is_in_the_fingerprint(gsm8k):
     for task, chat in (("tpt", False), ("gsm8k", False), ("gsm8k", True), ("gsm8k_cot", False)):
         qs = [dict(q, shots=s) for q, s in zip(test[:2], fewshot_examples(task, test[:2], train))]
         config = SamplingConfig(**base, task=task, apply_chat_template=chat)
-        prints.append(sampling_stage("Eval", config, qs, "unused", {"limit": 2}).fingerprint)
+        flags = {"limit": 2, "task": task, "apply_chat_template": chat}  # as gen_eval.py passes them
+        prints.append(sampling_stage("Eval", config, qs, "unused", flags).fingerprint)
     assert len({json.dumps(p, sort_keys=True) for p in prints}) == 4
     assert [p["task"] for p in prints] == ["tpt", "gsm8k", "gsm8k", "gsm8k_cot"]
 

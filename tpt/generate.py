@@ -33,6 +33,9 @@ from tpt.stage import MANIFEST, REFUSE, Stage
 # A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
 # Where the replicas run (--ray) does not change a sample either.
 NOT_FINGERPRINTED = {"gpu_memory_utilization", "ray"}
+# Eval's prompt task is fingerprinted by gen_eval.py as its own flags (Think has none, so a Think folder finished
+# before they existed keeps matching).
+EVAL_ONLY = {"task", "apply_chat_template"}
 
 
 def add_generation_args(parser, temperature, max_tokens=1500, max_model_len=1500):
@@ -158,7 +161,8 @@ def sampling_stage(name, config, questions, samples_dir, flags):
     Where outputs go does not change them, and the question file counts by content, not by path (as do
     Think's --skip_solved files, through the questions they leave).
     """
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_FINGERPRINTED} | flags
+    settings = {k: v for k, v in dataclasses.asdict(config).items()
+                if k not in NOT_FINGERPRINTED | EVAL_ONLY} | flags
     text = json.dumps([[q["idt"], q["question"]] + [q[k] for k in ("hint", "shots") if k in q] for q in questions],
                       ensure_ascii=False)
     settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
