@@ -85,7 +85,8 @@ def main(argv=None):
 
         if main_process:
             print(f"train: {fields['global_step']} steps, loss {fields['train_loss']:.4f}, {fields['train_tokens']} "
-                  f"tokens, {fields['tokens_per_second']:.1f} tokens/s, {fields['wall_seconds']:.0f} s; "
+                  f"tokens, {fields['tokens_per_second']:.1f} tokens/s, {fields['evaluations']} evaluation(s) "
+                  f"{fields['eval_seconds']:.0f} s, {fields['wall_seconds']:.0f} s in all; "
                   f"model → {output_dir}")
         run.trainer.end()  # finish W&B, leave the process group
     except DataError as e:

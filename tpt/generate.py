@@ -27,7 +27,7 @@ from tpt.device import DTYPES
 from tpt.io import DataError, read_questions, sample_paths, write_json
 from tpt.journal import JOURNAL, append_journal, resume_journal
 from tpt.manifest import finished_run, write_manifest
-from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt
+from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt, shared_prompt_ids
 
 # A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
 NOT_FINGERPRINTED = {"gpu_memory_utilization"}
@@ -207,7 +207,8 @@ def load_sampler(backend_name, model_path, tokenizer, config):
                         data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
                         gpu_memory_utilization=config.gpu_memory_utilization,
                         trust_remote_code=config.trust_remote_code, seed=config.seed,
-                        attn_implementation=config.attn_implementation)
+                        attn_implementation=config.attn_implementation,
+                        prompt_prefix=shared_prompt_ids(tokenizer, config.template))
 
 
 def sample_batches(sampler, config, questions, prompts, todo, journal_path, journal):

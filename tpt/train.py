@@ -13,7 +13,8 @@ from typing import Any
 from tpt.io import read_json
 from tpt.models import load_generation_config, resolve_model
 from tpt.train_data import build_dataset, end_of_turn_id, prepare_examples
-from tpt.train_setup import configure, find_checkpoint, model_load_kwargs, weight_dtype
+from tpt.train_setup import (configure, find_checkpoint, model_load_kwargs, optimizer_steps, spread_intervals,
+                              weight_dtype)
 
 
 @dataclass
@@ -78,6 +79,7 @@ def train(train_records, eval_records, training_args, *, model_name_or_path="smo
         trainer.eval_dataset, _ = prepare_examples(
             trainer.eval_dataset, tokenizer, eval_records, template, eot_id, max_length, "eval"
         )
+    spread_intervals(training_args, optimizer_steps(training_args, len(trainer.train_dataset)))
     attention = trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation
     if trainer.accelerator.is_main_process:
         print(f"train: {len(trainer.train_dataset)} traces ({dropped} longer than --max_length {max_length} left out), "
@@ -104,7 +106,9 @@ def train(train_records, eval_records, training_args, *, model_name_or_path="smo
         "best_checkpoint": trainer.state.best_model_checkpoint if training_args.load_best_model_at_end else None,
         "train_tokens": int(tokens),
         "tokens_per_second": (tokens - tokens_before) / runtime if runtime else None,  # this launch only
-        "train_runtime_seconds": runtime,
+        "train_runtime_seconds": runtime,  # evaluations included
+        "evaluations": sum("eval_runtime" in entry for entry in trainer.state.log_history),
+        "eval_seconds": sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history),
         "resumed_from": checkpoint,
     }
     return TrainedRun(trainer, model_path, eot_id, dtype, work_dir, fields)

@@ -5,6 +5,7 @@ Nothing here assumes one process: the W&B login is checked once (main process) a
 fingerprint is the same on every rank of a launch.
 """
 import json
+import math
 import netrc
 import os
 from dataclasses import asdict
@@ -147,3 +148,22 @@ def find_checkpoint(resume, work_dir):
     return resume
 
 
+
+
+def optimizer_steps(training_args, num_examples):
+    """Optimizer steps the run will take (transformers' count: a partial accumulation still steps)."""
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    batches = math.ceil(num_examples / (training_args.per_device_train_batch_size * training_args.world_size))
+    per_epoch = max(1, math.ceil(batches / training_args.gradient_accumulation_steps))
+    return math.ceil(per_epoch * training_args.num_train_epochs)
+
+
+def spread_intervals(training_args, steps):
+    """--eval_steps / --save_steps given as a fraction of the run (below 1) become whole steps, in place; a run too
+    short for two steps between them (at 0.25: under 8 steps) evaluates and checkpoints once, at its end, instead of
+    at every step (an evaluation costs a third of a training pass over as many traces)."""
+    for name in ("eval_steps", "save_steps"):
+        fraction = getattr(training_args, name)
+        if fraction is not None and 0 < fraction < 1:
+            setattr(training_args, name, steps if steps < 2 / fraction else math.ceil(fraction * steps))

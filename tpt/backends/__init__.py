@@ -76,8 +76,10 @@ def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
 
 def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
                  tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False,
-                 trust_remote_code=False, seed=0, attn_implementation=None):
-    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path."""
+                 trust_remote_code=False, seed=0, attn_implementation=None, prompt_prefix=None):
+    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path.
+    prompt_prefix: token ids most prompts start with (tpt.prompt.shared_prompt_ids), which transformers
+    prefills once; vLLM finds shared prefixes itself (prefix caching)."""
     from tpt.models import load_generation_config, stop_token_ids
 
     stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=trust_remote_code))
@@ -95,5 +97,5 @@ def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=Non
 
         return HFBackend(model_path, tokenizer, stop_ids, dtype=dtype, max_model_len=max_model_len,
                          batch_size=batch_size, trust_remote_code=trust_remote_code,
-                         attn_implementation=attn_implementation)
+                         attn_implementation=attn_implementation, prompt_prefix=prompt_prefix)
     raise ValueError(f"unknown backend {name!r}: call select_backend first")
