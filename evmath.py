@@ -1,15 +1,17 @@
 """Prune, part 1: score sampled solutions and keep the correct traces.
 
-    python evmath.py --samples_dir runs/r1/samples --answer_path ../shared/data/tpt_reference/test500.json \\
+    python evmath.py --samples_dir samples/math_eval/2b --questions ../shared/data/tpt_reference/test500.json \\
         --num_samples 10
 
 --samples_dir is a folder holding e0.json ... e{N-1}.json, or (as the original's tpt_workflow.sh passes it) a
 root whose subfolders each hold one model's e*.json: each is scored. Writes into each samples folder
 scored.json, pass_at_k_results.json, pass_at_k_results.csv, correct_answers.json and evmath_manifest.json.
-Every folder is read and validated before anything is written.
+Every folder is read and validated before anything is written. The original's --answer_path is accepted for
+--questions.
 
 Run again, a folder already scored from the same files (answer file and e-files, by content) with the same
-settings is skipped (`skip: FOLDER is scored`); otherwise it is scored again, with one line naming what changed.
+settings and the same scorer code (tpt.stage.SCORER) is skipped with one `skip:` line; otherwise it is scored
+again after one `redo:` line naming what changed.
 A Think folder that sampled nothing (gen_synth.py --skip_solved when every question has a kept trace: its
 manifest.json says num_questions 0, no e0.json) is skipped with one line, nothing written.
 """
@@ -18,20 +20,22 @@ import gc
 import os
 import time
 
-from tpt.io import DataError, fail, read_questions, sample_paths, sha256_file, sha256_files
-from tpt.layout import EVMATH_MANIFEST, MANIFEST
-from tpt.manifest import forget_run, holds_same_run, read_manifest, write_manifest
+from tpt.io import DataError, read_questions, sample_paths
+from tpt.manifest import read_manifest
 from tpt.scoring import format_summary, load_samples_dir, score_loaded
+from tpt.stage import EVMATH_MANIFEST, MANIFEST, REDO, SCORER, Stage, fail, skip
 
 
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--samples_dir", default="samples/math_train",
+    p.add_argument("--samples_dir", "--output_dir", "--outputdir", dest="samples_dir", default="samples/math_train",
                    help="folder with e0.json ... e{N-1}.json, or a root whose subfolders each hold them")
-    p.add_argument("--answer_path", default="data/gsm8ktrain.json",
+    p.add_argument("--questions", "--answer_path", "--math", dest="questions", default="data/gsm8ktrain.json",
                    help="question file with the gold answers (TPT JSON with idt or id, JSONL, or GSM8K jsonl)")
-    p.add_argument("--num_samples", type=int, default=2, help="samples per question: reads e0 .. e{N-1}")
+    p.add_argument("--num_samples", "--numsamples", dest="num_samples", type=int, default=None,
+                   help="samples per question: reads e0 .. e{N-1} (default: the num_samples of the folder's "
+                   "manifest.json, as Think wrote it, else every e{j}.json there)")
     p.add_argument("--k", type=int, nargs="*", default=[], help="extra k for maj@k (pass@k is written for every k <= N)")
     p.add_argument("--max_per_question", type=int, default=1,
                    help="kept traces per question in correct_answers.json (1 = the original recipe; 0 = all)")
@@ -54,6 +58,17 @@ def find_sample_folders(samples_dir):
     return subs
 
 
+def samples_in(folder):
+    """How many samples per question a folder holds: its Think manifest's num_samples, else its e0 .. e{N-1}.json."""
+    manifest = read_manifest(folder, MANIFEST)
+    if isinstance(manifest, dict) and isinstance(manifest.get("num_samples"), int):
+        return manifest["num_samples"]
+    n = 0
+    while os.path.isfile(os.path.join(folder, f"e{n}.json")):
+        n += 1
+    return n
+
+
 def sampled_nothing(folder):
     """True for a Think folder whose pass had no question left to sample (manifest.json: num_questions 0)."""
     manifest = read_manifest(folder, MANIFEST) if os.path.isdir(folder) else None
@@ -70,35 +85,30 @@ def main(argv=None):
         fail(f"--max_per_question must be 0 (all) or more, got {args.max_per_question}")
     try:
         if sampled_nothing(args.samples_dir):
-            print(f"skip: {args.samples_dir} sampled nothing (every question has a kept trace)")
+            skip(args.samples_dir, "sampled nothing (every question has a kept trace)")
             return
-        folders = find_sample_folders(args.samples_dir)
-        # What the scores depend on: these settings and the content (not the names) of the files read.
-        settings = {"num_samples": args.num_samples, "k": args.k, "max_per_question": args.max_per_question,
-                    "strict_only": args.strict_only, "keep_truncated": args.keep_truncated,
-                    "answer_sha256": sha256_file(args.answer_path)}
-        fingerprints = {d: settings | {"samples_sha256": sha256_files(sample_paths(d, args.num_samples))}
-                        for d in folders}
-        todo = []
-        for d in folders:
-            if holds_same_run(d, fingerprints[d], EVMATH_MANIFEST):
-                print(f"skip: {d} is scored")
-            else:
-                todo.append(d)
-        questions = read_questions(args.answer_path) if todo else []
-        loaded = [(d, *load_samples_dir(d, questions, args.num_samples)) for d in todo]
+        # What the scores depend on: these settings, the content (not the names) of the files read, and the
+        # scorer's own code (an upgrade that reads answers otherwise scores again).
+        settings = {"k": args.k, "max_per_question": args.max_per_question, "strict_only": args.strict_only,
+                    "keep_truncated": args.keep_truncated}
+        stages = []
+        for d in find_sample_folders(args.samples_dir):
+            n = args.num_samples or samples_in(d)
+            stages.append(Stage("scoring", d, EVMATH_MANIFEST, settings | {"num_samples": n}, code=SCORER,
+                                on_change=REDO, inputs={"answer": args.questions, "samples": sample_paths(d, n)}))
+        todo = [stage for stage in stages if not stage.finished()]
+        questions = read_questions(args.questions) if todo else []
+        loaded = [(stage, *load_samples_dir(stage.folder, questions, stage.settings["num_samples"]))
+                  for stage in todo]
     except DataError as e:
         fail(str(e))
-    for folder, sampled, sample_files in loaded:
+    for stage, sampled, sample_files in loaded:
         start = time.time()
-        forget_run(folder, EVMATH_MANIFEST)
-        summary = score_loaded(folder, sampled, sample_files, args.k, args.max_per_question,
+        summary = score_loaded(stage.folder, sampled, sample_files, args.k, args.max_per_question,
                                args.strict_only, args.keep_truncated)
-        write_manifest(folder, vars(args), filename=EVMATH_MANIFEST, seconds=round(time.time() - start, 3),
-                       fingerprint=fingerprints[folder], summary=summary)
-        print(f"{folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
-        print(f"{folder}: {format_summary(summary)}")
-
+        stage.finish(vars(args), seconds=round(time.time() - start, 3), summary=summary)
+        print(f"{stage.folder}: scored.json, pass_at_k_results.json/.csv, correct_answers.json")
+        print(f"{stage.folder}: {format_summary(summary)}")
 
 if __name__ == "__main__":
     main()

@@ -6,21 +6,19 @@ GSM8K for real runs (the seed's data/gsm8ktrain.json and data/gsm8ktest.json, id
 reasoning-gym problems for the offline demo (train and test from different seeds, overlap removed from train):
     python make_data.py gym --out_dir out/demo/data --train_size 200 --test_size 50 --train_seed 1 --test_seed 1000000
 The leakage guard a loop calls before it trains (exit 2 and one line naming both files when they share a question):
-    python make_data.py check --train data/gsm8ktrain.json --test data/gsm8ktest.json
+    python make_data.py check --train_questions data/gsm8ktrain.json --test_questions data/gsm8ktest.json
 
 gsm8k and gym run again with the same flags (and, for --gsm8k_dir, the same file contents) into a folder that
-holds their finished output do nothing (`skip: OUT_DIR is made`); with other flags they make it again, with one
-line naming what changed.
+holds their finished output do nothing (one `skip:` line); with other flags or code they make it again, after
+one `redo:` line naming what changed.
 """
 import argparse
 import json
 import os
 
 from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, check_disjoint, gsm8k_from_dir, gsm8k_from_hub, make_gym_split, random_subset
-from tpt.io import DataError, fail, read_questions, sha256_files, write_json
-from tpt.manifest import forget_run, holds_same_run, write_manifest
-
-MANIFEST = "make_data_manifest.json"
+from tpt.io import DataError, read_questions, write_json
+from tpt.stage import DATA_MAKER, MAKE_DATA_MANIFEST, REDO, Stage, fail
 
 
 def build_parser():
@@ -44,18 +42,20 @@ def build_parser():
     gym.add_argument("--test_seed", type=int, default=1_000_000, help="at least train_size + test_size from train_seed")
 
     check = sub.add_parser("check", help="fail when train and test share a question", formatter_class=fmt)
-    check.add_argument("--train", required=True)
-    check.add_argument("--test", required=True)
+    check.add_argument("--train_questions", "--train", dest="train_questions", required=True,
+                       help="the training question file")
+    check.add_argument("--test_questions", "--test", dest="test_questions", required=True,
+                       help="the held-out question file")
     return parser
 
 
-def data_fingerprint(args):
-    """What the files depend on: every flag but the folders, and the content of the local GSM8K files."""
-    fingerprint = {k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "gsm8k_dir")}
-    if args.source == "gsm8k" and args.gsm8k_dir:  # the files gsm8k_from_dir reads
-        fingerprint["gsm8k_sha256"] = sha256_files([os.path.join(args.gsm8k_dir, f"{split}.jsonl")
-                                                    for split in ("train", "test")])
-    return fingerprint
+def data_stage(args):
+    """What the files depend on: every flag but the folders, the content of the local GSM8K files, and the code
+    that makes them."""
+    settings = {k: v for k, v in sorted(vars(args).items()) if k not in ("out_dir", "gsm8k_dir")}
+    local = args.source == "gsm8k" and args.gsm8k_dir
+    inputs = {"gsm8k": [os.path.join(args.gsm8k_dir, f"{split}.jsonl") for split in ("train", "test")]} if local else {}
+    return Stage("data", args.out_dir, MAKE_DATA_MANIFEST, settings, inputs=inputs, code=DATA_MAKER, on_change=REDO)
 
 
 def run_gsm8k(args):
@@ -81,22 +81,21 @@ def main():
     args = build_parser().parse_args()
     try:
         if args.source == "check":
-            train, test = read_questions(args.train), read_questions(args.test)
-            check_disjoint(train, test, args.train, args.test)
-            print(f"check: {args.train} ({len(train)}) and {args.test} ({len(test)}) share no question")
+            train, test = read_questions(args.train_questions), read_questions(args.test_questions)
+            check_disjoint(train, test, args.train_questions, args.test_questions)
+            print(f"check: {args.train_questions} ({len(train)}) and {args.test_questions} ({len(test)}) share no "
+                  "question")
             return
-        fingerprint = data_fingerprint(args)
-        if holds_same_run(args.out_dir, fingerprint, MANIFEST):
-            print(f"skip: {args.out_dir} is made")
+        stage = data_stage(args)
+        if stage.finished():
             return
         files, fields = run_gsm8k(args) if args.source == "gsm8k" else run_gym(args)
     except DataError as e:
         fail(str(e))
-    forget_run(args.out_dir, MANIFEST)
     for name, questions in files.items():
         write_json(os.path.join(args.out_dir, name), questions)
     counts = {name: len(q) for name, q in files.items()}
-    write_manifest(args.out_dir, vars(args), filename=MANIFEST, fingerprint=fingerprint, files=counts, **fields)
+    stage.finish(vars(args), files=counts, **fields)
     print(f"make_data: wrote {', '.join(f'{n} ({c})' for n, c in counts.items())} to {args.out_dir}")
 
 

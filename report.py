@@ -10,7 +10,8 @@ The last line printed is `report: <path to report.md>`.
 """
 import argparse
 
-from tpt.io import DataError, fail
+from tpt.io import DataError
+from tpt.stage import fail
 from tpt.report import build_report, format_round, log_to_wandb
 
 

@@ -8,7 +8,7 @@ so every branch of the extractor is exercised: plain `#### N`, bold `**#### $N**
 marker, a bare final number line, and no answer at all (the slowest path); e5..e9 repeat the five styles.
 Both sides run as whole fresh Python processes, so interpreter start and imports count:
   read:  python -c 'json.load every e-file and parse the answer file'
-  score: python evmath.py --samples_dir D --answer_path train.jsonl --num_samples 10 (writes all outputs)
+  score: python evmath.py --samples_dir D --questions train.jsonl --num_samples 10 (writes all outputs)
 Prints the median of each over --repeats runs (interleaved) and their ratio, in wall time and in CPU time
 (user + sys of the child): on a shared machine the CPU time is the steadier measure of cost.
 """
@@ -84,7 +84,7 @@ def main():
         print(f"{total} samples ({args.endings} endings) in {args.num_samples} files, {size / 1e6:.1f} MB")
         read_cmd = [sys.executable, "-c", READ_ONLY, folder, args.answers, str(args.num_samples)]
         score_cmd = [sys.executable, os.path.join(ROOT, "evmath.py"), "--samples_dir", folder,
-                     "--answer_path", args.answers, "--num_samples", str(args.num_samples)]
+                     "--questions", args.answers, "--num_samples", str(args.num_samples)]
         reads, scores = [], []
         manifest = os.path.join(folder, "evmath_manifest.json")
         for _ in range(args.repeats):

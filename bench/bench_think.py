@@ -117,7 +117,7 @@ def demo_eval_run(args):
     """One --demo_eval run in this process: the bound, then the demo's Eval on the first --questions questions."""
     import torch
 
-    from tpt.backends import question_seeds, questions_per_call
+    from tpt.backends import EngineConfig, question_seeds, questions_per_call
     from tpt.backends.hf_backend import HFBackend
     from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, make_gym_split
     from tpt.generate import load_tokenizer, plan_batches
@@ -133,9 +133,9 @@ def demo_eval_run(args):
     stop_ids = stop_token_ids(tokenizer, load_generation_config(path))
     prefix = shared_prompt_ids(tokenizer)
     if code == "after":
-        backend = HFBackend(path, tokenizer, stop_ids, dtype=dtype, max_model_len=1024, batch_size=args.batch_size,
-                            prompt_prefix=prefix)
-    else:
+        backend = HFBackend(path, tokenizer, stop_ids,
+                            EngineConfig(dtype=dtype, max_model_len=1024, batch_size=args.batch_size, template="tpt"))
+    else:  # the backend before the engine settings became one object takes them as keywords
         backend = load_before_backend(args.before)(path, tokenizer, stop_ids, dtype=dtype, max_model_len=1024,
                                                    batch_size=args.batch_size)
     backend.generate(prompts[:1], 1, 0.7, 1.0, 4, seeds=[0])  # warm-up (and the prefix's one prefill)
@@ -229,9 +229,9 @@ def load_prompts(args):
 
 
 def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
-    from tpt.backends import load_backend, question_seeds
+    from tpt.backends import EngineConfig, load_backend, question_seeds
 
-    backend = load_backend("hf", path, tokenizer, dtype=dtype, batch_size=batch_size, max_model_len=None)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype=dtype, batch_size=batch_size))
     backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seeds=[0])  # warm-up
     t0 = time.time()
     results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens,

@@ -68,12 +68,12 @@ def run_mode(args):
     import sft_math
     from tpt.models import resolve_model
     from tpt.train_data import build_dataset, end_of_turn_id, prepare_examples
-    from tpt.train_setup import configure
+    from tpt.train import configure
 
     records = sample_traces(args.traces, args.steps * args.batch_size, args.seed)
     work = tempfile.mkdtemp(prefix="bench_train.")
     _, config, _ = sft_math.build_parser().parse_args_and_config([
-        "--train_data_path", args.traces, "--output_dir", work, "--report_to", "none", *MODES[args.one_mode],
+        "--train_traces", args.traces, "--output_dir", work, "--report_to", "none", *MODES[args.one_mode],
         "--max_steps", str(args.steps), "--per_device_train_batch_size", str(args.batch_size),
         "--gradient_accumulation_steps", "1", "--save_strategy", "no", "--model_name_or_path", args.model,
     ])

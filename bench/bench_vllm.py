@@ -33,6 +33,7 @@ def build_parser():
 
 
 def run_mode(args):
+    from tpt.backends import EngineConfig
     from tpt.backends.vllm_backend import VLLMBackend
     from tpt.generate import load_tokenizer
     from tpt.io import read_questions
@@ -45,8 +46,8 @@ def run_mode(args):
     prompts = [encode_prompt(tokenizer, q["question"]) for q in questions]
     t0 = time.time()
     # tpt: what gen_synth.py runs (CUDA graphs on); original: its gen_synth.py's engine, enforce_eager=True.
-    backend = VLLMBackend(path, stop_token_ids(tokenizer, load_generation_config(path)), max_model_len=args.max_model_len,
-                          enforce_eager=args.mode == "original")
+    backend = VLLMBackend(path, stop_token_ids(tokenizer, load_generation_config(path)),
+                          EngineConfig(max_model_len=args.max_model_len, enforce_eager=args.mode == "original"))
     load = time.time() - t0
     t0 = time.time()
     if args.mode == "tpt":  # one request per question with n=N: each prompt is prefilled once

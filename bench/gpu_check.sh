@@ -26,7 +26,7 @@ mkdir -p "$OUT"
 echo "gpu_check: results in $OUT"
 TEST=../shared/data/gsm8k/test.jsonl
 TRAIN=../shared/data/gsm8k/train.jsonl
-COMMON=(--model_name smollm2-135m --math "$TEST" --limit 8 --max_tokens 128 --max_model_len 1024)
+COMMON=(--model_name smollm2-135m --questions "$TEST" --limit 8 --max_tokens 128 --max_model_len 1024)
 
 # One step: NAME TIMEOUT_S COMMAND... -> $OUT/NAME.log and $OUT/NAME.json {step, status, rc, seconds}.
 step() {
@@ -75,21 +75,21 @@ fi
 
 head -16 "$TRAIN" >"$OUT/train16.jsonl"
 step think_hf 60 "$PYTHON" gen_synth.py "${COMMON[@]}" --backend hf --dtype bfloat16 --num_samples 4 \
-    --batch_size 32 --output_dir "$OUT/think_hf"
-step train_bf16 90 "$PYTHON" sft_math.py --model_name_or_path smollm2-135m --train_data_path "$OUT/train16.jsonl" \
+    --batch_size 32 --samples_dir "$OUT/think_hf"
+step train_bf16 90 "$PYTHON" sft_math.py --model_name_or_path smollm2-135m --train_traces "$OUT/train16.jsonl" \
     --output_dir "$OUT/model" --max_steps 1 --bf16 true --learning_rate 1e-5 --report_to none
 step reload_hf 40 "$PYTHON" gen_synth.py "${COMMON[@]}" --model_name "$OUT/model" --backend hf --limit 2 \
-    --num_samples 2 --output_dir "$OUT/reload_hf"
+    --num_samples 2 --samples_dir "$OUT/reload_hf"
 if "$PYTHON" -c "import vllm" >/dev/null 2>&1; then
     step think_vllm 100 "$PYTHON" gen_synth.py "${COMMON[@]}" --backend vllm --num_samples 4 \
-        --gpu_memory_utilization 0.5 --output_dir "$OUT/think_vllm"
+        --gpu_memory_utilization 0.5 --samples_dir "$OUT/think_vllm"
     step eval_vllm 50 "$PYTHON" gen_eval.py "${COMMON[@]}" --backend vllm --temperature 0 \
-        --enforce_eager --gpu_memory_utilization 0.5 --outputdir "$OUT/eval_vllm"
+        --enforce_eager --gpu_memory_utilization 0.5 --samples_dir "$OUT/eval_vllm"
     step reload_vllm 50 "$PYTHON" gen_synth.py "${COMMON[@]}" --model_name "$OUT/model" --backend vllm \
-        --num_samples 2 --enforce_eager --gpu_memory_utilization 0.5 --output_dir "$OUT/reload_vllm"
+        --num_samples 2 --enforce_eager --gpu_memory_utilization 0.5 --samples_dir "$OUT/reload_vllm"
     if [ "$GPUS" -ge 2 ]; then
         step dp_vllm 60 "$PYTHON" gen_synth.py "${COMMON[@]}" --backend vllm --num_samples 4 \
-            --data_parallel_size 2 --gpu_memory_utilization 0.5 --output_dir "$OUT/dp_vllm"
+            --data_parallel_size 2 --gpu_memory_utilization 0.5 --samples_dir "$OUT/dp_vllm"
     fi
 fi
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Distinct questions kept and tokens spent: the plain Think pass, + resampling, + rationalization (issue 12).
+# Distinct questions kept and tokens spent: the plain Think pass, + resampling, + rationalization.
 # The demo's model, data (make demo's out/demo/data) and Think settings; one round's passes only, as runs/loop.sh
 # runs them (same seeds), then a table from the passes' manifests and kept-trace files.
 #
@@ -11,13 +11,13 @@ DATA=${DATA:-out/demo/data/train.json}
 OUT=${OUT:-out/bench_passes}
 N=${N:-4} RESAMPLE_N=${RESAMPLE_N:-8} LIMIT=${LIMIT:-40} SEED=${SEED:-1}
 [ -f "$DATA" ] || $PYTHON make_data.py gym --out_dir "$(dirname "$DATA")" --train_size 160 --test_size 64
-common=(--model_name smollm2-135m --math "$DATA" --temperature 0.8 --max_tokens 160 --max_model_len 1024
+common=(--model_name smollm2-135m --questions "$DATA" --temperature 0.8 --max_tokens 160 --max_model_len 1024
         --backend hf --batch_size 32 --limit "$LIMIT" --template tpt)
 pass() {  # pass DIR NUM_SAMPLES SEED [flags]
   local dir=$1 n=$2 seed=$3; shift 3
-  $PYTHON gen_synth.py "${common[@]}" --output_dir "$dir" --num_samples "$n" --seed "$seed" "$@"
+  $PYTHON gen_synth.py "${common[@]}" --samples_dir "$dir" --num_samples "$n" --seed "$seed" "$@"
   if [ -f "$dir/e0.json" ] && [ ! -f "$dir/evmath_manifest.json" ]; then
-    $PYTHON evmath.py --samples_dir "$dir" --answer_path "$DATA" --num_samples "$n" --max_per_question 0
+    $PYTHON evmath.py --samples_dir "$dir" --questions "$DATA" --num_samples "$n" --max_per_question 0
   fi
 }
 pass "$OUT/think" "$N" "$SEED"

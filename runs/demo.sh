@@ -7,16 +7,16 @@ cd "$(dirname "$0")/.."
 export OUT=${OUT:-out/demo}
 export PYTHON=${PYTHON:-python}
 
-# Sized by power (README, The demo): the task's space holds 242 distinct questions; 200 test draws keep 130 distinct
+# Sized by power (docs/demo.md): the task's space holds 242 distinct questions; 200 test draws keep 130 distinct
 # test questions and 400 train draws 96 train questions once repeats and overlap go. Eval samples 130 x 4 = 520
 # (the paired test then detects about +-5 pts of answer pass@1), Think all 96 x 4.
 $PYTHON make_data.py gym --out_dir "$OUT/data" --train_size "${DEMO_TRAIN_QUESTIONS:-400}" \
   --test_size "${DEMO_TEST_QUESTIONS:-200}"
 
 export MODEL=${MODEL:-smollm2-135m}
-export TRAIN_DATA=$OUT/data/train.json TEST_DATA=$OUT/data/test.json
+export TRAIN_QUESTIONS=$OUT/data/train.json TEST_QUESTIONS=$OUT/data/test.json
 export ROUNDS=${ROUNDS:-1} N=${N:-4} LIMIT=${LIMIT:-0} EVAL_N=${EVAL_N:-4} TRAIN_SIZE=${TRAIN_SIZE:-200} MAX_PER_QUESTION=${MAX_PER_QUESTION:-0}
 export LR=${LR:-1e-5} EPOCHS=${EPOCHS:-2} MAX_TOKENS=${MAX_TOKENS:-160} MAX_MODEL_LEN=${MAX_MODEL_LEN:-1024}
-export BACKEND=${BACKEND:-hf} BATCH_SIZE=${BATCH_SIZE:-32}
+export BACKEND=${BACKEND:-hf} BATCH_SIZE=${BATCH_SIZE:-32} SEED=${SEED:-0}
 export SFT_ARGS=${SFT_ARGS:-"--per_device_train_batch_size 4 --gradient_accumulation_steps 1 --logging_steps 1"}
 bash runs/loop.sh

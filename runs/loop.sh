@@ -11,33 +11,21 @@
 #   MODEL=google/gemma-2-9b-it TRAIN_LAUNCH="accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8" \
 #     SFT_ARGS="--gradient_checkpointing true" OUT=out/gemma9b bash runs/loop.sh     # an 8-GPU node
 #
-# Every knob is a variable below; set it in the environment to override.
+# Every knob is a variable below; set it in the environment to override. A stage's setting left unset is not
+# passed, so the stage's own default applies (one place: its --help).
 set -euo pipefail
 
+# The loop's own settings:
 MODEL=${MODEL:-smollm2-135m}                 # base model: embedded alias, hub id or local folder
-TRAIN_DATA=${TRAIN_DATA:-data/gsm8ktrain.json}
-TEST_DATA=${TEST_DATA:-data/gsm8ktest.json}   # read by Eval only
+TRAIN_QUESTIONS=${TRAIN_QUESTIONS:-${TRAIN_DATA:-data/gsm8ktrain.json}}  # (TRAIN_DATA: its older name)
+TEST_QUESTIONS=${TEST_QUESTIONS:-${TEST_DATA:-data/gsm8ktest.json}}     # read by Eval only (TEST_DATA: older name)
 ROUNDS=${ROUNDS:-1}
-N=${N:-5}                                     # Think: samples per training question
-EVAL_N=${EVAL_N:-5}                           # Eval: samples per test question (pass@1 and pass@EVAL_N)
-TRAIN_SIZE=${TRAIN_SIZE:-2000}                # kept traces a round trains on (the paper: 2,000)
-MAX_PER_QUESTION=${MAX_PER_QUESTION:-1}       # kept traces per question (the original kept 1)
-LR=${LR:-1e-6}                                # the paper's learning rate
-EPOCHS=${EPOCHS:-1}
-TEMPERATURE=${TEMPERATURE:-0.8}               # Think (the paper)
-EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-0.7}     # Eval (the original gen_eval.py)
-TEMPLATE=${TEMPLATE:-tpt}                     # prompt wording (tpt = the original's); Think, Train and Eval share it
-MAX_TOKENS=${MAX_TOKENS:-1024}
-MAX_MODEL_LEN=${MAX_MODEL_LEN:-1500}
-BACKEND=${BACKEND:-auto}                      # auto: vLLM on a CUDA GPU when installed, else transformers
-BATCH_SIZE=${BATCH_SIZE:-32}                  # transformers backend: sequences per forward pass
-LIMIT=${LIMIT:-0}                             # Think on the first LIMIT training questions (0 = all)
-EVAL_LIMIT=${EVAL_LIMIT:-0}                   # Eval on the first EVAL_LIMIT test questions (0 = all)
+INIT_FROM=${INIT_FROM:-last}                  # last: train the previous round's model (the paper); base: STaR / ReST-EM
+SEED=${SEED:-}                                # round r's Think samples with seed SEED + r (SEED unset: r); Eval, Prune
+                                              # and Train get --seed SEED when it is set
+REPORT_TO=${REPORT_TO:-none}                  # the loop runs offline unless told: wandb logs Train and the report to W&B
 RESAMPLE_N=${RESAMPLE_N:-0}                   # beyond the paper: Think again, this many samples each, on questions with no kept trace (0 = off)
 RATIONALIZE=${RATIONALIZE:-0}                 # beyond the paper: 1 = then Think with the answer as a hint on those still unsolved
-INIT_FROM=${INIT_FROM:-last}                  # last: train the previous round's model (the paper); base: STaR / ReST-EM
-SEED=${SEED:-0}
-REPORT_TO=${REPORT_TO:-none}                  # wandb to log training and the report to W&B
 OUT=${OUT:-out/loop}
 PYTHON=${PYTHON:-python}
 SFT_ARGS=${SFT_ARGS:-}                        # extra sft_math.py flags, e.g. "--use_peft --per_device_train_batch_size 4"
@@ -45,8 +33,31 @@ TRAIN_LAUNCH=${TRAIN_LAUNCH:-}                # Train's launcher, one process pe
                                               # "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8"
 GEN_ARGS=${GEN_ARGS:-}                        # extra gen_synth.py / gen_eval.py flags
 
+# The stages' settings: passed only when set, so each stage's default (its --help) is the one that applies.
+N=${N:-}                                      # Think: samples per training question (gen_synth.py --num_samples)
+EVAL_N=${EVAL_N:-}                            # Eval: samples per test question (gen_eval.py --num_samples)
+TRAIN_SIZE=${TRAIN_SIZE:-}                    # kept traces a round trains on (make_json.py --train_size)
+MAX_PER_QUESTION=${MAX_PER_QUESTION:-}        # kept traces per question (evmath.py --max_per_question)
+LR=${LR:-}                                    # sft_math.py --learning_rate
+EPOCHS=${EPOCHS:-}                            # sft_math.py --num_train_epochs
+TEMPERATURE=${TEMPERATURE:-}                  # Think (gen_synth.py --temperature)
+EVAL_TEMPERATURE=${EVAL_TEMPERATURE:-}        # Eval (gen_eval.py --temperature)
+TEMPLATE=${TEMPLATE:-}                        # prompt wording; Think, Train and Eval share it (--template)
+MAX_TOKENS=${MAX_TOKENS:-}                    # Think and Eval (--max_tokens)
+MAX_MODEL_LEN=${MAX_MODEL_LEN:-}              # Think and Eval (--max_model_len)
+BACKEND=${BACKEND:-}                          # Think and Eval (--backend; auto: vLLM on a CUDA GPU when installed)
+BATCH_SIZE=${BATCH_SIZE:-}                    # Think and Eval, transformers backend (--batch_size)
+LIMIT=${LIMIT:-}                              # Think on the first LIMIT training questions (gen_synth.py --limit)
+EVAL_LIMIT=${EVAL_LIMIT:-}                    # Eval on the first EVAL_LIMIT test questions (gen_eval.py --limit)
+
 cd "$(dirname "$0")/.."
 stage() { echo; echo "=== $*"; }
+# set_flags --flag "$VALUE" ...: flags=(the --flag VALUE pairs whose value is set)
+set_flags() { flags=(); while [ $# -gt 0 ]; do if [ -n "$2" ]; then flags+=("$1" "$2"); fi; shift 2; done; }
+gen_flags() {  # gen_flags: the sampling settings Think and Eval share, those set
+  set_flags --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" --backend "$BACKEND" \
+    --batch_size "$BATCH_SIZE" --template "$TEMPLATE"
+}
 
 # One Train process cannot use several GPUs (TRL refuses DataParallel): stop before anything loads, not at round 1.
 if [ -z "$TRAIN_LAUNCH" ]; then
@@ -58,15 +69,16 @@ if [ -z "$TRAIN_LAUNCH" ]; then
 fi
 
 # Rounds never read the test set except in Eval: refuse to start when train and test share a question.
-$PYTHON make_data.py check --train "$TRAIN_DATA" --test "$TEST_DATA"
+$PYTHON make_data.py check --train_questions "$TRAIN_QUESTIONS" --test_questions "$TEST_QUESTIONS"
 
-eval_model() {  # eval_model MODEL_PATH OUTPUT_DIR
-  $PYTHON gen_eval.py --model_name "$1" --math "$TEST_DATA" --output_dir "$2" --numsamples "$EVAL_N" \
-    --temperature "$EVAL_TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$EVAL_LIMIT" --seed "$SEED" --template "$TEMPLATE" $GEN_ARGS
+eval_model() {  # eval_model MODEL_PATH SAMPLES_DIR
+  gen_flags; local shared=("${flags[@]}")
+  set_flags --num_samples "$EVAL_N" --temperature "$EVAL_TEMPERATURE" --limit "$EVAL_LIMIT" --seed "$SEED"
+  $PYTHON gen_eval.py --model_name "$1" --questions "$TEST_QUESTIONS" --samples_dir "$2" "${shared[@]}" "${flags[@]}" \
+    $GEN_ARGS
 }
 
-# think_dir, think_resample_dir, think_hint_dir, data_dir, train_json, eval_json, model_dir, eval_dir,
+# think_dir, think_resample_dir, think_hint_dir, data_dir, train_traces, eval_traces, model_dir, eval_dir,
 # report_dir of round $1, and kept_file (Prune's kept traces in a Think folder): python -m tpt.layout prints them.
 round_layout() { local layout; layout=$($PYTHON -m tpt.layout --out "$OUT" --round "$1"); eval "$layout"; }
 
@@ -75,13 +87,14 @@ stage "round 0: Eval of the base model $MODEL"
 eval_model "$MODEL" "$eval_dir"
 evals=("$eval_dir")
 
-think_pass() {  # think_pass MODEL_PATH OUTPUT_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
+think_pass() {  # think_pass MODEL_PATH SAMPLES_DIR NUM_SAMPLES SEED [gen_synth flags]: sample, then score and keep
   local model=$1 dir=$2 n=$3 seed=$4; shift 4
-  $PYTHON gen_synth.py --model_name "$model" --math "$TRAIN_DATA" --output_dir "$dir" --num_samples "$n" \
-    --temperature "$TEMPERATURE" --max_tokens "$MAX_TOKENS" --max_model_len "$MAX_MODEL_LEN" \
-    --backend "$BACKEND" --batch_size "$BATCH_SIZE" --limit "$LIMIT" --seed "$seed" --template "$TEMPLATE" "$@" $GEN_ARGS
-  $PYTHON evmath.py --samples_dir "$dir" --answer_path "$TRAIN_DATA" --num_samples "$n" \
-    --max_per_question "$MAX_PER_QUESTION"
+  gen_flags; local shared=("${flags[@]}")
+  set_flags --num_samples "$n" --temperature "$TEMPERATURE" --limit "$LIMIT"
+  $PYTHON gen_synth.py --model_name "$model" --questions "$TRAIN_QUESTIONS" --samples_dir "$dir" --seed "$seed" \
+    "${shared[@]}" "${flags[@]}" "$@" $GEN_ARGS
+  set_flags --max_per_question "$MAX_PER_QUESTION"
+  $PYTHON evmath.py --samples_dir "$dir" --questions "$TRAIN_QUESTIONS" "${flags[@]}"  # N: from the folder
   if [ -f "$dir/$kept_file" ]; then kept+=("$dir/$kept_file"); fi
 }
 
@@ -90,25 +103,27 @@ for r in $(seq 1 "$ROUNDS"); do
   round_layout "$r"
   kept=()
   stage "round $r: Think with $current, then Prune"
-  think_pass "$current" "$think_dir" "$N" "$((SEED + r))"
+  think_pass "$current" "$think_dir" "$N" "$((${SEED:-0} + r))"
   if [ "$RESAMPLE_N" -gt 0 ]; then
     stage "round $r: Think again ($RESAMPLE_N samples) on the questions with no kept trace"
-    think_pass "$current" "$think_resample_dir" "$RESAMPLE_N" "$((SEED + r + 1000))" --skip_solved "${kept[@]}"
+    think_pass "$current" "$think_resample_dir" "$RESAMPLE_N" "$((${SEED:-0} + r + 1000))" --skip_solved "${kept[@]}"
   fi
   if [ "$RATIONALIZE" = 1 ]; then
     stage "round $r: Think with the answer as a hint on the questions still unsolved"
-    think_pass "$current" "$think_hint_dir" "$N" "$((SEED + r + 2000))" --hint --skip_solved "${kept[@]}"
+    think_pass "$current" "$think_hint_dir" "$N" "$((${SEED:-0} + r + 2000))" --hint --skip_solved "${kept[@]}"
   fi
 
   stage "round $r: Prune (split the kept traces of every pass)"
-  $PYTHON make_json.py --input "${kept[@]}" --train_output "$train_json" --eval_output "$eval_json" \
-    --train_size "$TRAIN_SIZE" --seed "$SEED" --exclude "$TEST_DATA"
+  set_flags --train_size "$TRAIN_SIZE" --seed "$SEED"
+  $PYTHON make_json.py --kept "${kept[@]}" --train_traces "$train_traces" --eval_traces "$eval_traces" \
+    --exclude "$TEST_QUESTIONS" "${flags[@]}"
 
   stage "round $r: Train"
   if [ "$INIT_FROM" = base ]; then init=$MODEL; else init=$current; fi
-  ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_data_path "$train_json" \
-    --eval_data_path "$eval_json" --learning_rate "$LR" --num_train_epochs "$EPOCHS" \
-    --output_dir "$model_dir" --seed "$SEED" --template "$TEMPLATE" --report_to "$REPORT_TO" --run_name "$(basename "$OUT")-round$r" $SFT_ARGS
+  set_flags --learning_rate "$LR" --num_train_epochs "$EPOCHS" --seed "$SEED" --template "$TEMPLATE"
+  ${TRAIN_LAUNCH:-$PYTHON} sft_math.py --model_name_or_path "$init" --train_traces "$train_traces" \
+    --eval_traces "$eval_traces" --output_dir "$model_dir" --report_to "$REPORT_TO" \
+    --run_name "$(basename "$OUT")-round$r" "${flags[@]}" $SFT_ARGS
   current=$model_dir
 
   stage "round $r: Eval of $current"

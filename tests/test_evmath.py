@@ -197,14 +197,48 @@ def test_run_again_skips_the_same_and_redoes_a_change(fixture_run, flags, change
         change(run / "e1.json")
     again = evmath(*first, *flags)
     if named is None:
-        assert again.stdout == f"skip: {run} is scored\n"
+        assert again.stdout == f"skip: {run}: scoring finished, same settings, inputs and code; nothing to do\n"
         assert {name: (run / name).stat().st_mtime_ns for name in outputs} == stamps
     else:
         assert again.stdout.startswith(f"redo: {run}: ") and named in again.stdout.splitlines()[0]
         assert all((run / name).stat().st_mtime_ns != stamp for name, stamp in stamps.items())
         manifest = read_json(run / "evmath_manifest.json")
         assert manifest["summary"]["max_per_question"] == (0 if flags else 1)
-        assert evmath(*first, *flags).stdout == f"skip: {run} is scored\n"  # and now it is the finished run
+        # and now it is the finished run
+        assert evmath(*first, *flags).stdout == f"skip: {run}: scoring finished, same settings, inputs and code; nothing to do\n"
+
+
+# A scorer that reads no answer from any reply: how answers are read changed, the files did not.
+BLIND_SCORER = """
+
+def extract_pair(text):
+    return None, None
+"""
+
+
+def test_a_scorer_change_scores_again(fixture_run, tmp_path):
+    # A copy of the project whose tpt/extract.py reads answers otherwise: the folder it scored before is scored
+    # again (one redo line naming the code), not skipped with the old scores.
+    import shutil
+
+    tree = tmp_path / "tree"
+    shutil.copytree(ROOT / "tpt", tree / "tpt", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "evmath.py", tree / "evmath.py")
+    run = fixture_run / "run"
+    args = [PYTHON, str(tree / "evmath.py"), "--samples_dir", str(run), "--answer_path",
+            str(fixture_run / "answers.json"), "--num_samples", str(NUM_SAMPLES)]
+    first = subprocess.run(args, capture_output=True, text=True, cwd=tree, timeout=120)
+    assert first.returncode == 0, first.stderr
+    before = read_json(run / "pass_at_k_results.json")["pass@1"]
+    assert before > 0
+    with open(tree / "tpt" / "extract.py", "a") as f:
+        f.write(BLIND_SCORER)
+    again = subprocess.run(args, capture_output=True, text=True, cwd=tree, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith(f"redo: {run}: evmath_manifest.json was made with other settings, inputs or code "
+                                   "(code_sha256: ")
+    assert read_json(run / "pass_at_k_results.json")["pass@1"] == 0  # the new scorer's verdicts
+    assert read_json(run / "evmath_manifest.json")["summary"]["pass@1"] == 0
 
 
 def test_a_think_pass_that_sampled_nothing_is_skipped(tmp_path):
@@ -213,5 +247,5 @@ def test_a_think_pass_that_sampled_nothing_is_skipped(tmp_path):
     run.mkdir()
     (run / "manifest.json").write_text(json.dumps({"script": "gen_synth.py", "num_questions": 0}))
     result = evmath("--samples_dir", run, "--answer_path", tmp_path / "nowhere.json", "--num_samples", 2)
-    assert result.stdout == f"skip: {run} sampled nothing (every question has a kept trace)\n"
+    assert result.stdout == f"skip: {run}: sampled nothing (every question has a kept trace)\n"
     assert sorted(p.name for p in run.iterdir()) == ["manifest.json"]

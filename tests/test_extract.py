@@ -328,7 +328,7 @@ def test_any_text_scores_in_bounded_time(name, text):
 
 
 def test_gemma_figures_do_not_move(shared_data):
-    # Hand-checked on the 5,000 gemma outputs (the closing notes of issues 2 and 10): 3,167 correct samples,
+    # Hand-checked on the 5,000 gemma outputs (docs/scoring.md): 3,167 correct samples,
     # pass@1 0.6334 and pass@10 0.868. A new reading rule may turn a wrong answer into no answer, never
     # change which samples are correct.
     gold = {q["idt"]: q["solnum"] for q in read_json(TPT_REF / "test500.json")}

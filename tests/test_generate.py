@@ -6,14 +6,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 EVAL = [PYTHON, str(ROOT / "gen_eval.py")]
@@ -65,7 +66,7 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
 def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
     # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
     # fingerprint under its own name, and folders finished by earlier versions keep matching.
-    not_fingerprinted = {"output_dir", "math", "gpu_memory_utilization", "skip_solved"}
+    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved"}
     flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
     assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 
@@ -82,7 +83,7 @@ def test_second_run_leaves_finished_files_alone_without_loading_the_model(synth_
     assert "nothing to do" in proc.stdout
     # one line says so (runs/loop.sh leaves skipping to the stage and shows this line)
     assert [line for line in proc.stdout.splitlines() if line.startswith("skip: ")] == [
-        f"skip: {out} is finished (manifest.json); nothing to do"]
+        f"skip: {out}: Think finished, same settings, inputs and code; nothing to do"]
     assert snapshot(out) == before
 
 
@@ -98,7 +99,7 @@ def test_different_arguments_on_a_finished_folder_are_refused(synth_dir, change)
     proc = run(SYNTH + COMMON + ["--num_samples", "2", "--output_dir", str(out)] + change)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "different arguments" in lines[0] and change[0].lstrip("-") in lines[0], proc.stderr
+    assert len(lines) == 1 and "made with other settings, inputs or code" in lines[0] and change[0].lstrip("-") in lines[0], proc.stderr
     assert snapshot(out) == before
 
 
@@ -224,13 +225,13 @@ def _prompts(tokenizer):
 
 @pytest.fixture(scope="module")
 def hf32():
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
     from tpt.generate import load_tokenizer
     from tpt.models import resolve_model
 
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
-    backend = load_backend("hf", path, tokenizer, dtype="float32", batch_size=3)
+    backend = load_backend("hf", path, tokenizer, EngineConfig(dtype="float32", batch_size=3))
     return backend, tokenizer, _prompts(tokenizer)
 
 
@@ -348,14 +349,14 @@ def test_dtype_auto_respects_kernel_caps(env, expected):
 
 
 def test_shared_prompt_prefix_changes_no_sample(hf32):
-    from tpt.backends import load_backend
-    from tpt.prompt import shared_prompt_ids
+    from tpt.backends import EngineConfig, load_backend
 
     backend, tokenizer, prompts = hf32
-    prefix = shared_prompt_ids(tokenizer)  # the tpt template's opening: the GSM8K prompts share it, "plain" ones less
+    assert backend.prompt_prefix == []  # no template given: every prompt prefilled whole
+    shared = load_backend("hf", backend.model.name_or_path, tokenizer,
+                          EngineConfig(dtype="float32", batch_size=3, template="tpt"))
+    prefix = shared.prompt_prefix  # the tpt template's opening: the GSM8K prompts share it, "plain" ones less
     assert len(prefix) > 40 and prompts[1][: len(prefix)] == prefix
-    shared = load_backend("hf", backend.model.name_or_path, tokenizer, dtype="float32", batch_size=3,
-                          prompt_prefix=prefix)
     seeds = question_seeds(2, range(len(prompts)))
     # greedy and sampled, the prompts that start with the prefix and those that share only the chat opening
     for temperature in (0.0, 0.8):
@@ -367,10 +368,10 @@ def test_shared_prompt_prefix_changes_no_sample(hf32):
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     _, tokenizer, prompts = hf32
-    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, dtype="bfloat16", batch_size=3)
+    backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, EngineConfig(dtype="bfloat16", batch_size=3))
     assert backend.dtype == __import__("torch").bfloat16
     a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
     b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))

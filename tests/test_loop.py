@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT
 
 SUMS = [(1, 1), (2, 2), (3, 3), (5, 1), (4, 4), (2, 3), (6, 2), (7, 1), (3, 4), (8, 1)]
 
@@ -27,7 +27,7 @@ def _questions(pairs, offset):
 
 
 def _env(tmp_path, train, test, out):
-    env = dict(os.environ, MODEL="smollm2-135m", TRAIN_DATA=str(train), TEST_DATA=str(test), OUT=str(out),
+    env = dict(os.environ, MODEL="smollm2-135m", TRAIN_QUESTIONS=str(train), TEST_QUESTIONS=str(test), OUT=str(out),
                ROUNDS="1", N="1", EVAL_N="1", TEMPERATURE="0", EVAL_TEMPERATURE="0", MAX_TOKENS="16",
                MAX_MODEL_LEN="512", TEMPLATE="plain", BACKEND="hf", BATCH_SIZE="2", TRAIN_SIZE="100",
                REPORT_TO="none", PYTHON=PYTHON, WANDB_MODE="offline",
@@ -53,6 +53,7 @@ MARKERS = ["round0/eval/manifest.json", "round1/think/manifest.json", "round1/th
            "report/report.md"]
 
 
+@pytest.mark.slow
 def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     train = _write(tmp_path / "train.json", _questions(SUMS[:8], 0))
     test = _write(tmp_path / "test.json", _questions(SUMS[8:], 100))
@@ -123,8 +124,8 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
                              timeout=300)
     assert changed.returncode != 0
     R = out / "round1"
-    for line in (f"skip: {out / 'round0' / 'eval'} is finished", f"skip: {R / 'think'} is finished",
-                 f"skip: {R / 'think'} is scored", f"skip: {R / 'data'} is split"):
+    for line in (f"skip: {out / 'round0' / 'eval'}: Eval finished", f"skip: {R / 'think'}: Think finished",
+                 f"skip: {R / 'think'}: scoring finished", f"skip: {R / 'data'}: split finished"):
         assert line in changed.stdout, line
     errors = {line for line in changed.stderr.splitlines() if line.startswith("error:")}  # each rank says it
     assert len(errors) == 1, changed.stderr[-3000:]
@@ -137,7 +138,7 @@ def test_layout_prints_the_folders_loop_sh_reads(tmp_path):
     # runs/loop.sh evals these assignments: each path must come through whole, a space in OUT included.
     out = tmp_path / "my out"
     script = ('eval "$("$1" -m tpt.layout --out "$2" --round 2)"; '
-              'printf "%s\\n" "$think_dir" "$model_dir" "$train_json" "$report_dir" "$kept_file"')
+              'printf "%s\\n" "$think_dir" "$model_dir" "$train_traces" "$report_dir" "$kept_file"')
     shown = subprocess.run(["bash", "-c", script, "bash", PYTHON, str(out)], cwd=ROOT, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     assert shown.stdout.splitlines() == [str(out / "round2" / "think"), str(out / "round2" / "model"),
@@ -150,7 +151,10 @@ def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
     train = _write(tmp_path / "train.json", _questions(SUMS[:4], 0))
     test = _write(tmp_path / "test.json", _questions(SUMS[2:3], 100))
     out = tmp_path / "out"
-    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, env=_env(tmp_path, train, test, out),
+    env = _env(tmp_path, train, test, out)
+    # the older names TRAIN_DATA / TEST_DATA (the README's recipe before TRAIN_QUESTIONS) still name the files
+    env["TRAIN_DATA"], env["TEST_DATA"] = env.pop("TRAIN_QUESTIONS"), env.pop("TEST_QUESTIONS")
+    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
     assert "error:" in done.stderr and str(train) in done.stderr and str(test) in done.stderr
@@ -162,6 +166,7 @@ def test_loop_refuses_train_questions_that_are_in_the_test_set(tmp_path):
 PRODUCTS = [(347, 29), (58, 91), (76, 43), (239, 17)]
 
 
+@pytest.mark.slow
 def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     products = [{"idt": 50 + i, "question": f"What is {a} * {b}? Reply with just the number.",
                  "solution": f"{a} * {b} = {a * b}\n#### {a * b}", "solnum": str(a * b)} for i, (a, b) in enumerate(PRODUCTS)]
@@ -196,8 +201,8 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     # 2. Started again: the finished passes are skipped untouched, the hinted pass resumes, every stage finishes.
     done = subprocess.run(loop, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert f"skip: {R / 'think'} is finished" in done.stdout
-    assert f"skip: {R / 'think_resample'} is scored" in done.stdout
+    assert f"skip: {R / 'think'}: Think finished" in done.stdout
+    assert f"skip: {R / 'think_resample'}: scoring finished" in done.stdout
     assert {p: (R / p).stat().st_mtime_ns for p in stamps} == stamps
     assert json.loads((R / "think_hint" / "manifest.json").read_text())["resumed_questions"] >= 1
     for marker in MARKERS:
@@ -213,3 +218,44 @@ def test_loop_with_resampling_and_rationalization_killed_mid_pass(tmp_path):
     assert {r["qnum"] for r in json.loads((R / "think_hint" / "e0.json").read_text())} >= {50, 51, 52, 53} - solved
     train_set = json.loads((R / "data" / "train.json").read_text())
     assert {r["idt"] for r in train_set} == solved and {r["origin"] for r in train_set} <= {"sample", "resample", "hint"}
+
+
+# A stand-in for python that records each stage's command line and runs only what the loop itself reads
+# (tpt.layout's folders, the GPU count): the loop's own logic, without the stages' work.
+RECORDER = """#!/usr/bin/env bash
+case "$1" in
+  -m|-c) exec "{python}" "$@" ;;
+  *) printf '%s\\n' "$*" >> "{log}" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("env, passed, not_passed", [
+    # nothing set: no stage setting is passed, each stage's own default applies (one place: its --help)
+    ({}, {}, ["--max_tokens", "--max_model_len", "--temperature", "--num_samples", "--learning_rate", "--template",
+              "--train_size", "--max_per_question", "--num_train_epochs", "--backend", "--batch_size", "--limit"]),
+    # set: passed to every stage that takes it, and to those only
+    ({"MAX_TOKENS": "77", "EVAL_N": "3", "LR": "2e-6", "TEMPLATE": "plain", "SEED": "5"},
+     {"gen_synth.py": ["--max_tokens 77", "--template plain", "--seed 6"],
+      "gen_eval.py": ["--max_tokens 77", "--num_samples 3", "--template plain", "--seed 5"],
+      "sft_math.py": ["--learning_rate 2e-6", "--template plain", "--seed 5"], "make_json.py": ["--seed 5"]},
+     ["--temperature", "--max_model_len", "--train_size"]),
+], ids=["unset", "set"])
+def test_loop_passes_only_the_settings_its_user_set(tmp_path, env, passed, not_passed):
+    log, fake = tmp_path / "calls.log", tmp_path / "python"
+    fake.write_text(RECORDER.format(python=PYTHON, log=log))
+    fake.chmod(0o755)
+    base = {k: v for k, v in os.environ.items() if k not in ("N", "EVAL_N", "LR", "SEED", "TEMPLATE", "MAX_TOKENS")}
+    done = subprocess.run(["bash", str(ROOT / "runs" / "loop.sh")], cwd=ROOT, capture_output=True, text=True,
+                          env=base | {"PYTHON": str(fake), "OUT": str(tmp_path / "out")} | env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    calls = log.read_text().splitlines()
+    scripts = {line.split()[0] for line in calls}
+    assert {"gen_eval.py", "gen_synth.py", "evmath.py", "make_json.py", "sft_math.py", "report.py"} <= scripts
+    for line in calls:
+        for flag in not_passed:
+            assert f"{flag} " not in line + " ", line
+    for script, flags in passed.items():
+        for line in (c for c in calls if c.startswith(script)):
+            for flag in flags:
+                assert f" {flag} " in f" {line} ", (script, flag, line)

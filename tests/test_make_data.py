@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import GSM8K, PYTHON, ROOT, TPT_REF
+from tests.conftest import GSM8K, PYTHON, ROOT, TPT_REF
 from tpt.data import check_disjoint, make_gym_split
 from tpt.split import find_overlap
 from tpt.io import DataError, gsm8k_final_number, normalize_text, read_json, read_jsonl, read_questions
@@ -58,7 +58,7 @@ def test_gym_train_and_test_are_disjoint(tmp_path):
     flags = ["gym", "--out_dir", tmp_path, "--train_size", 120, "--test_size", 40, "--train_seed", 5, "--test_seed", 5000]
     stamps = {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()}
     again = run(*flags)
-    assert again.returncode == 0 and again.stdout == f"skip: {tmp_path} is made\n"
+    assert again.returncode == 0 and again.stdout == f"skip: {tmp_path}: data finished, same settings, inputs and code; nothing to do\n"
     assert {p.name: p.stat().st_mtime_ns for p in tmp_path.iterdir()} == stamps
     reseeded = run(*flags[:-1], 6000)
     assert reseeded.returncode == 0 and reseeded.stdout.startswith(f"redo: {tmp_path}: ")

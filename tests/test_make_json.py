@@ -101,7 +101,7 @@ def _drop_last_trace(path):
 @pytest.mark.parametrize("flags, change, named", [
     ([], None, None),  # the same inputs and settings: one skip line, nothing rewritten
     (["--train_size", "100"], None, "train_size: 150 -> 100"),  # a changed setting: split again, named
-    ([], _drop_last_trace, "input_sha256"),  # an input file's content changed: split again
+    ([], _drop_last_trace, "kept_sha256"),  # an input file's content changed: split again
 ])
 def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, flags, change, named):
     kept = tmp_path / "kept.json"
@@ -116,7 +116,7 @@ def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, fla
         change(kept)
     again = make_json(*first, *flags)
     if named is None:
-        assert again.stdout == f"skip: {data} is split\n"
+        assert again.stdout == f"skip: {data}: split finished, same settings, inputs and code; nothing to do\n"
         assert {name: (data / name).stat().st_mtime_ns for name in outputs} == stamps
     else:
         assert again.stdout.startswith(f"redo: {data}: ") and named in again.stdout.splitlines()[0]
@@ -124,4 +124,5 @@ def test_run_again_skips_the_same_and_redoes_a_change(tmp_path, shared_data, fla
         manifest = read_json(data / "make_json_manifest.json")
         assert manifest["input_traces"] == len(read_json(kept))  # made from the new input
         assert manifest["args"]["train_size"] == (100 if flags else 150)  # and the new setting
-        assert make_json(*first, *flags).stdout == f"skip: {data} is split\n"  # and now it is the finished run
+        # and now it is the finished run
+        assert make_json(*first, *flags).stdout == f"skip: {data}: split finished, same settings, inputs and code; nothing to do\n"

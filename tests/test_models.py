@@ -6,8 +6,10 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT
 from tpt.models import EMBEDDED_MODELS, resolve_model
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 
 @pytest.mark.parametrize("name", [

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from conftest import PYTHON, ROOT, TPT_REF
+from tests.conftest import PYTHON, ROOT, TPT_REF
 from tpt.io import read_json, read_questions, write_json
 from tpt.report import build_report, detectable_change, mcnemar_exact, paired_bootstrap
 from tpt.scoring import score_samples_dir

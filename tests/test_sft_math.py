@@ -20,6 +20,8 @@ import pytest
 from tests.conftest import PYTHON, ROOT, TPT_REF
 from tpt.device import auto_dtype
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 SCRIPT = str(ROOT / "sft_math.py")
 # The smallest real step: short template, short traces, two traces per micro-batch, two micro-batches per step;
 # a checkpoint every step, kept after the run for the resume test.
@@ -159,12 +161,12 @@ def test_resume_continues_from_a_checkpoint(trained, traces, tmp_path):
 
 @pytest.mark.parametrize("flags, edit_data, expected", [
     # the same flags and data (copied to another path), logged elsewhere under another name: skipped, not redone
-    (["--report_to", "none", "--run_name", "again"], False, "skip: {out} is trained"),
+    (["--report_to", "none", "--run_name", "again"], False, "skip: {out}: Train finished, same settings, inputs and code; nothing to do"),
     # another learning rate: refused, naming it
-    (["--learning_rate", "2e-6"], False, "error: {out}: holds a finished run with different arguments "
+    (["--learning_rate", "2e-6"], False, "error: {out}: holds a finished run made with other settings, inputs or code "
                                          "(learning_rate: 1e-06 -> 2e-06)"),
     # the same flags on train data whose content changed (one solution edited): refused, naming the train data
-    ([], True, "error: {out}: holds a finished run with different arguments (train_data_sha256: "),
+    ([], True, "error: {out}: holds a finished run made with other settings, inputs or code (train_data_sha256: "),
 ], ids=["same", "learning_rate", "train_data"])
 def test_finished_folder_is_skipped_or_refused(trained, traces, tmp_path, flags, edit_data, expected):
     # Run again on the two-step fixture's finished folder: before any model loads, one line, and the folder untouched.
@@ -345,7 +347,7 @@ def test_bfloat16_weights_are_saved_as_bfloat16_and_checkpoints_removed(gemma, t
     # the seed's flags keep working; everything else keeps the paper's defaults
     (["--model_name_or_path", "m", "--eval_data_path", "e.json", "--learning_rate", "2e-6", "--output_dir", "o",
       "--wandb_project", "p", "--run_name", "r", "--num_train_epochs", "2"], None,
-     {"model_name_or_path": "m", "eval_data_path": "e.json", "learning_rate": 2e-6, "output_dir": "o",
+     {"model_name_or_path": "m", "eval_traces": "e.json", "learning_rate": 2e-6, "output_dir": "o",
       "wandb_project": "p", "run_name": "r", "num_train_epochs": 2.0, "lr_scheduler_type": "cosine",
       "warmup_ratio": 0.1, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 4, "max_length": 1600,
       "dtype": None, "attn_implementation": None, "save_steps": 0.25, "eval_steps": 0.25, "report_to": ["wandb"],

@@ -15,6 +15,8 @@ from tests.conftest import GSM8K, PYTHON, ROOT, TPT_REF
 from tpt.io import read_json, read_questions
 from tpt.prompt import HINT_TEXT, encode_prompt, leans_on_hint
 
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
+
 SYNTH = [PYTHON, str(ROOT / "gen_synth.py")]
 # 4 real GSM8K test questions, one sample each, 8 new tokens; one question per batch so the journal grows by one.
 COMMON = ["--math", str(GSM8K / "test.jsonl"), "--limit", "4", "--num_samples", "1", "--batch_size", "1",
@@ -107,7 +109,7 @@ def test_a_skip_file_that_solves_more_is_another_run(hinted_run):
     args = [more if a == str(hinted_run["skip"]) else a for a in hinted_run["args"]]
     before = (hinted_run["out"] / "e0.json").read_bytes()
     proc = run([str(a) for a in args])
-    assert proc.returncode == 2 and "different arguments" in proc.stderr and "questions_sha256" in proc.stderr
+    assert proc.returncode == 2 and "made with other settings, inputs or code" in proc.stderr and "questions_sha256" in proc.stderr
     assert (hinted_run["out"] / "e0.json").read_bytes() == before
 
 

@@ -1,4 +1,4 @@
-"""tpt.train_data and tpt.train_setup on real traces and the real embedded model, no training step: what TRL
+"""tpt.train_data and tpt.train on real traces and the real embedded model, no training step: what TRL
 builds is what Think samples.
 
 Runtime budget: ~1.5 min measured on 2 busy cores at load ~7 (one SFTTrainer set-up, three forward passes).
@@ -11,6 +11,8 @@ import pytest
 from tests.conftest import TPT_REF
 from tpt.io import DataError
 from tpt.prompt import build_prompt, encode_prompt
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 NUM = 8  # real traces per test
 
@@ -29,7 +31,7 @@ def _trainer(tmp_path, records, template="tpt", model=None, tokenizer=None, padd
     from tpt.models import resolve_model
     from tpt.train_args import TrainConfig
     from tpt.train_data import build_dataset
-    from tpt.train_setup import configure
+    from tpt.train import configure
 
     path = resolve_model("smollm2-135m")
     config = TrainConfig(output_dir=str(tmp_path / "out"), report_to="none", padding_free=padding_free)
@@ -339,11 +341,12 @@ def test_transformers_backend_loads_gemma2_with_eager(gemma_folder):
     # Think's transformers backend follows the same rule as Train.
     from transformers import AutoTokenizer
 
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     tok = AutoTokenizer.from_pretrained(gemma_folder)
     assert load_backend("hf", gemma_folder, tok).model.config._attn_implementation == "eager"
-    assert load_backend("hf", gemma_folder, tok, attn_implementation="sdpa").model.config._attn_implementation == "sdpa"
+    sdpa = EngineConfig(attn_implementation="sdpa")
+    assert load_backend("hf", gemma_folder, tok, sdpa).model.config._attn_implementation == "sdpa"
 
 
 @pytest.mark.parametrize("requested, use_peft, bf16, expected", [
@@ -357,7 +360,7 @@ def test_transformers_backend_loads_gemma2_with_eager(gemma_folder):
     ("bfloat16", False, False, "bfloat16"),
 ])
 def test_weight_dtype(requested, use_peft, bf16, expected):
-    from tpt.train_setup import weight_dtype
+    from tpt.train import weight_dtype
 
     assert weight_dtype(requested, use_peft, bf16) == expected
 
@@ -370,7 +373,7 @@ def test_weight_dtype(requested, use_peft, bf16, expected):
     (8, True),
 ])
 def test_one_process_per_gpu(n_gpu, fails):
-    from tpt.train_setup import check_one_process_per_gpu
+    from tpt.train import check_one_process_per_gpu
 
     if fails:
         with pytest.raises(DataError, match="8 GPUs are visible to one process: launch one process per GPU"):
@@ -394,7 +397,7 @@ EVAL_INTERVALS = [
 @pytest.mark.parametrize("flags,examples,expected", EVAL_INTERVALS)
 def test_fractional_intervals_become_whole_steps(tmp_path, flags, examples, expected):
     from tpt.train_args import TrainConfig
-    from tpt.train_setup import optimizer_steps, spread_intervals
+    from tpt.train import optimizer_steps, spread_intervals
 
     config = TrainConfig(output_dir=str(tmp_path / "out"), report_to="none", **flags)
     spread_intervals(config, optimizer_steps(config, examples))

@@ -21,7 +21,7 @@ import pytest
 
 from tpt.backends import question_seeds
 
-from conftest import GSM8K, PYTHON, ROOT
+from tests.conftest import GSM8K, PYTHON, ROOT
 
 if os.environ.get("TPT_REQUIRE_VLLM"):
     import vllm  # noqa: F401  (make test-vllm: a missing vllm is a failure, not a skip)
@@ -29,6 +29,8 @@ else:
     pytest.importorskip("vllm", reason="vllm is not installed (make test-vllm installs it into .venv-vllm)")
 
 import vllm_double  # noqa: E402  (tests/ is on sys.path, as for conftest)
+
+pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
 
 SITE = ROOT / "tests" / "vllm_double_site"
 MAX_MODEL_LEN = 512
@@ -76,10 +78,10 @@ def deadline(seconds):
 
 @contextlib.contextmanager
 def engine(model, **options):
-    from tpt.backends import load_backend
+    from tpt.backends import EngineConfig, load_backend
 
     path, tokenizer = model
-    backend = load_backend("vllm", path, tokenizer, max_model_len=MAX_MODEL_LEN, seed=0, **options)
+    backend = load_backend("vllm", path, tokenizer, EngineConfig(max_model_len=MAX_MODEL_LEN, seed=0, **options))
     try:
         yield backend
     finally:
@@ -134,12 +136,13 @@ def generation_flag_values():
 def test_engine_arguments_bind_to_the_installed_llm_and_engine_args(model):
     from vllm import LLM, EngineArgs
 
+    from tpt.backends import EngineConfig
     from tpt.backends.vllm_backend import llm_kwargs
 
     values = generation_flag_values()
     for combo in itertools.product(*values.values()):
         options = dict(zip(values, combo))
-        kwargs = llm_kwargs(model[0], seed=3, **options)
+        kwargs = llm_kwargs(model[0], EngineConfig(seed=3, **options))
         inspect.signature(LLM.__init__).bind(None, **kwargs)
         EngineArgs(**kwargs)  # the dataclass LLM builds from them: unknown names and bad values raise
 
@@ -186,7 +189,7 @@ def test_n_samples_per_question_in_question_order_and_seeded(model, gpus):
 
 
 def test_greedy_with_several_samples(model, gpus):
-    # issue 2: vLLM refuses n > 1 at temperature 0 (gen_eval.py --temperature 0 asks for 10)
+    # vLLM refuses n > 1 at temperature 0 (gen_eval.py --temperature 0 asks for 10)
     p = prompts(model)
     with engine(model) as be:
         a = be.generate(p, 10, 0.0, 1.0, 24, seeds=question_seeds(0, range(len(p))))
@@ -195,7 +198,7 @@ def test_greedy_with_several_samples(model, gpus):
 
 
 def test_ignore_eos_runs_every_reply_to_max_tokens(model, gpus):
-    # issue 3: with ignore_eos, the end tokens passed as stop_token_ids must not stop the reply either
+    # with ignore_eos, the end tokens passed as stop_token_ids must not stop the reply either
     p = prompts(model)
     with engine(model) as be:
         stopped = be.generate(p, 2, 0.8, 1.0, 40, seeds=question_seeds(0, range(len(p))))
@@ -218,7 +221,7 @@ def test_prompt_at_max_model_len(model, gpus):
 
 @pytest.mark.parametrize("reason", ["abort", "error"])
 def test_aborted_or_failed_request_is_an_error_not_a_sample(model, gpus, monkeypatch, reason):
-    # issue 6: a request vLLM aborted or failed has no reply; counting it as a truncated sample hides the failure
+    # a request vLLM aborted or failed has no reply; counting it as a truncated sample hides the failure
     from tpt.io import DataError
 
     monkeypatch.setenv("TPT_DOUBLE_FINISH", reason)
@@ -250,14 +253,14 @@ def test_gpu_groups_refuses_too_few_gpus():
 
 
 def test_two_data_parallel_workers_give_what_one_engine_gives(model, gpus):
-    # issue 1: VLLM_DP_* offline data parallel refuses dense models; each worker is an independent engine
+    # VLLM_DP_* offline data parallel refuses dense models; each worker is an independent engine
     p = prompts(model, 5)
     with engine(model, tensor_parallel_size=2) as be:
         one = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
     with deadline(240), engine(model, tensor_parallel_size=2, data_parallel_size=2) as be:
         two = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
         nothing = be.generate(p[:1], 2, 0.8, 1.0, 24, seeds=question_seeds(1, [0]))  # a worker with no question
-        os.kill(be.workers[1].process.pid, signal.SIGKILL)  # issue 4: a worker dying later is named too
+        os.kill(be.workers[1].process.pid, signal.SIGKILL)  # a worker dying later is named too
         with pytest.raises(Exception, match=r"worker 1 \(CUDA_VISIBLE_DEVICES=2,3\) failed while sampling: "
                                             "it exited with exit code -9"):
             be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
@@ -268,7 +271,7 @@ def test_two_data_parallel_workers_give_what_one_engine_gives(model, gpus):
 
 
 def test_worker_dying_at_start_is_one_line_naming_it(model, gpus, monkeypatch):
-    # issue 4: a worker that exits without a word (a crash in CUDA init) must not leave the parent waiting
+    # a worker that exits without a word (a crash in CUDA init) must not leave the parent waiting
     monkeypatch.setenv("TPT_DOUBLE_CRASH_GPU", "3")
     started = time.time()
     with deadline(240), pytest.raises(Exception) as failure:
@@ -295,7 +298,7 @@ def test_engine_out_of_memory_at_start_is_one_line(model, gpus):
 # --- the scripts on the double ---
 
 def test_worker_out_of_memory_at_start_stops_gen_synth_with_one_line(tmp_path, gpus):
-    # issue 4: worker 1's GPU is half taken by another job; its real error reaches the user, nothing is written
+    # worker 1's GPU is half taken by another job; its real error reaches the user, nothing is written
     vllm_double.occupy(1, 0.5)
     out = tmp_path / "run"
     started = time.time()
@@ -312,8 +315,8 @@ def test_worker_out_of_memory_at_start_stops_gen_synth_with_one_line(tmp_path, g
 
 
 def test_gen_eval_beside_a_live_engine_with_greedy_samples(model, tmp_path, gpus):
-    # issue 5: an engine held in this process and a script's engine share GPU 0 when both ask for what fits;
-    # --temperature 0 with Eval's default 10 samples (issue 2) through the script
+    # an engine held in this process and a script's engine share GPU 0 when both ask for what fits;
+    # --temperature 0 with Eval's default 10 samples (greedy with n > 1, above) through the script
     out = tmp_path / "eval"
     with engine(model, gpu_memory_utilization=0.45):
         proc = run_script([PYTHON, str(ROOT / "gen_eval.py"), "--backend", "vllm", "--math",

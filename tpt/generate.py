@@ -1,8 +1,8 @@
 """Think and Eval's shared sampling steps: N solutions per question into e0.json ... e{N-1}.json, resumably.
 
-gen_synth.py and gen_eval.py run them in this order: read the questions, check the SamplingConfig, fingerprint
-the run, leave the folder alone when it holds this finished run (finished_sampling_run), sample_questions,
-(Eval: score), write_run_manifest. A run folder fills in this order:
+gen_synth.py and gen_eval.py run them in this order: read the questions, check the SamplingConfig, describe
+the run (sampling_stage, tpt/stage.py), leave the folder alone when it holds this finished run
+(finished_sampling_run), sample_questions, (Eval: score), write_run_manifest. A run folder fills in this order:
   .journal.jsonl   (tpt/journal.py) a header line (the run's fingerprint), then one line per finished question
                    with its N samples, appended a batch at a time. A killed run started again with the same
                    arguments redoes only the batches that are missing; a sample's seed depends only on the run's
@@ -10,7 +10,7 @@ the run, leave the folder alone when it holds this finished run (finished_sampli
   e0.json ...      written atomically once every question is in the journal
   manifest.json    written last (it marks the run finished); the journal goes then.
 A folder holding a finished run with the same arguments is left untouched and no model is loaded; a folder
-holding anything from different arguments is refused with one line saying which.
+holding anything made with other settings is refused with one line saying which (tpt/stage.py).
 
 Think's extra passes (gen_synth.py): `--skip_solved` leaves out the questions that already have a kept trace
 (resampling), `--hint` puts each question's true answer in its prompt (rationalization). Every Think record says
@@ -26,8 +26,8 @@ from tpt.backends import BACKENDS
 from tpt.device import DTYPES
 from tpt.io import DataError, read_questions, sample_paths, write_json
 from tpt.journal import JOURNAL, append_journal, resume_journal
-from tpt.manifest import finished_run, write_manifest
-from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt, shared_prompt_ids
+from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, encode_prompt
+from tpt.stage import MANIFEST, REFUSE, Stage
 
 # A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
 NOT_FINGERPRINTED = {"gpu_memory_utilization"}
@@ -124,40 +124,36 @@ def with_hints(questions):
     return [dict(q, hint=q["solnum"]) for q in questions]
 
 
-def run_fingerprint(config, questions, flags):
-    """What must match for two runs to share a folder: the sampling config (but --gpu_memory_utilization), the
-    script's other flags that change what is sampled (`flags`, by flag name: --limit, Think's --hint), and the
-    questions (with their hints).
+def sampling_stage(name, config, questions, samples_dir, flags):
+    """Think's or Eval's Stage (tpt.stage): what must match for two runs to share a folder is the sampling config
+    (but --gpu_memory_utilization), the script's other flags that change what is sampled (`flags`, by flag name:
+    --limit, Think's --hint), and the questions (with their hints). A folder holding a run made otherwise is
+    refused.
 
     Where outputs go does not change them, and the question file counts by content, not by path (as do
     Think's --skip_solved files, through the questions they leave).
     """
-    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_FINGERPRINTED}
-    record = dict(sorted((settings | flags).items()))
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in NOT_FINGERPRINTED} | flags
     text = json.dumps([[q["idt"], q["question"]] + ([q["hint"]] if "hint" in q else []) for q in questions],
                       ensure_ascii=False)
-    record["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return record
+    settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE)
 
 
-def finished_sampling_run(output_dir, fingerprint):
-    """The manifest of a finished run with this fingerprint, None when the folder holds no finished run.
+def finished_sampling_run(stage, announce=True):
+    """The manifest of the stage's finished run (its `skip:` line said when `announce`), None when the folder holds
+    no finished run.
 
-    Raises DataError when the folder holds a run (finished or not) made with different arguments.
+    Raises DataError when the folder holds a run (finished or not) made with other settings.
     """
-    manifest = finished_run(output_dir, fingerprint)
+    manifest = stage.finished(announce)
     if manifest is not None:
         return manifest
-    journal = os.path.join(output_dir, JOURNAL)
-    if not os.path.isfile(journal) and os.path.isfile(os.path.join(output_dir, "e0.json")):
-        raise DataError(f"{output_dir}: holds sample files from another run (no journal, no manifest); "
-                        "use another --output_dir")
+    journal = os.path.join(stage.folder, JOURNAL)
+    if not os.path.isfile(journal) and os.path.isfile(os.path.join(stage.folder, "e0.json")):
+        raise DataError(f"{stage.folder}: holds sample files from another run (no journal, no manifest); "
+                        "use another --samples_dir")
     return None
-
-
-def skip_line(output_dir):
-    """The one line a stage prints when its folder already holds this finished run."""
-    return f"skip: {output_dir} is finished (manifest.json); nothing to do"
 
 
 def pick_backend(name):
@@ -201,14 +197,7 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     """The backend (tpt.backends) with the model loaded as `config` says."""
     from tpt.backends import load_backend
 
-    return load_backend(backend_name, model_path, tokenizer, dtype=config.dtype,
-                        max_model_len=config.max_model_len, batch_size=config.batch_size,
-                        tensor_parallel_size=config.tensor_parallel_size,
-                        data_parallel_size=config.data_parallel_size, enforce_eager=config.enforce_eager,
-                        gpu_memory_utilization=config.gpu_memory_utilization,
-                        trust_remote_code=config.trust_remote_code, seed=config.seed,
-                        attn_implementation=config.attn_implementation,
-                        prompt_prefix=shared_prompt_ids(tokenizer, config.template))
+    return load_backend(backend_name, model_path, tokenizer, config)
 
 
 def sample_batches(sampler, config, questions, prompts, todo, journal_path, journal):
@@ -251,7 +240,7 @@ def sample_totals(journal, num_questions):
     }
 
 
-def sample_questions(config, questions, source, output_dir, fingerprint, origin=None):
+def sample_questions(config, questions, source, stage, origin=None):
     """Sample config.num_samples solutions per question into output_dir: the journal, then the e-files.
 
     Resumes the folder's journal. `source` (the question file) names a question whose prompt is too long;
@@ -270,9 +259,10 @@ def sample_questions(config, questions, source, output_dir, fingerprint, origin=
           flush=True)
     prompts = encode_questions(tokenizer, questions, config.template, config.max_model_len, source)
 
+    output_dir = stage.folder
     os.makedirs(output_dir, exist_ok=True)
     journal_path = os.path.join(output_dir, JOURNAL)
-    journal = resume_journal(journal_path, fingerprint, backend_name)
+    journal = resume_journal(journal_path, stage.fingerprint, backend_name)
     resumed = len(journal)
     per_call = questions_per_call(backend_name, config.num_samples, config.batch_size, config.data_parallel_size)
     todo = [(b, batch) for b, batch in enumerate(plan_batches(prompts, per_call))
@@ -320,11 +310,11 @@ def write_sample_files(output_dir, questions, journal, num_samples, origin=None)
         write_json(path, records)
 
 
-def write_run_manifest(output_dir, flags, fingerprint, stats):
+def write_run_manifest(stage, flags, stats):
     """manifest.json last (it marks the run finished; `flags`: the script's, as a dict), then the journal is no
     longer needed."""
-    path = write_manifest(output_dir, flags, fingerprint=fingerprint, **stats)
-    journal = os.path.join(output_dir, JOURNAL)
+    path = stage.finish(flags, **stats)
+    journal = os.path.join(stage.folder, JOURNAL)
     if os.path.isfile(journal):
         os.unlink(journal)
     return path

@@ -5,6 +5,9 @@ files say `id` instead of `idt`), a JSONL of the same, or GSM8K's own JSONL line
 answer ends with `#### N` (idt = row index). Sample files: e0.json ... e{N-1}.json, each a JSON list of
 {qnum, question, solution} with optional extras (finish_reason, num_tokens).
 
+A question's id is `idt` in question files and `qnum` in sample files (a sample's qnum is its question's idt):
+two names for one thing, because they are the original TPT's file formats, which ours must read and write.
+
 Bad input raises DataError with one line naming the file and the record; scripts turn it into a non-zero exit.
 Every write goes to a temp file in the same folder and is renamed into place, so no reader ever sees half a file.
 """
@@ -14,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 
 
@@ -286,9 +288,3 @@ _WS_RE = re.compile(r"\s+")
 def normalize_text(text):
     """Lower-case, whitespace-folded text: the key for overlap checks and duplicate traces."""
     return _WS_RE.sub(" ", text).strip().lower()
-
-
-def fail(message, code=2):
-    """Print one clear error line and exit non-zero (scripts call this on DataError)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(code)

@@ -10,7 +10,7 @@ import os
 
 from tpt.backends import SEED_SCHEME
 from tpt.io import DataError
-from tpt.manifest import changed_settings
+from tpt.stage import changed_settings, refusal
 
 JOURNAL = ".journal.jsonl"
 
@@ -49,9 +49,8 @@ def _read_journal(path, fingerprint, backend):
         raise DataError(f"{os.path.dirname(path)}: holds an unfinished run started by an older TPT, whose seeds "
                         "depended on each question's place in a batch; remove the folder to sample it again")
     if header.get("fingerprint") != fingerprint:
-        raise DataError(f"{os.path.dirname(path)}: holds an unfinished run with different arguments "
-                        f"({changed_settings(header.get('fingerprint') or {}, fingerprint)}); "
-                        "use another --output_dir or the same arguments")
+        raise refusal(os.path.dirname(path), "an unfinished run",
+                      changed_settings(header.get("fingerprint") or {}, fingerprint))
     if header.get("backend") != backend:
         raise DataError(f"{os.path.dirname(path)}: the unfinished run used backend {header.get('backend')!r}, "
                         f"this one would use {backend!r}; pass --backend {header.get('backend')} to resume")

@@ -17,14 +17,11 @@ import argparse
 import os
 import shlex
 
-# Think passes in the order the loop runs them: folder name -> the `origin` their kept traces carry.
 THINK, DATA, MODEL, EVAL, REPORT = "think", "data", "model", "eval", "report"
+# Think passes in the order the loop runs them: folder name -> the `origin` their kept traces carry.
 THINK_PASSES = {THINK: "sample", "think_resample": "resample", "think_hint": "hint"}
 
-MANIFEST = "manifest.json"  # written last by Think, Eval and Train: the folder holds a finished run
-EVMATH_MANIFEST = "evmath_manifest.json"  # evmath.py's, beside the samples it scored
-MAKE_JSON_MANIFEST = "make_json_manifest.json"  # make_json.py's, beside train.json
-MANIFESTS = (EVMATH_MANIFEST, MAKE_JSON_MANIFEST, MANIFEST)
+# The manifests each stage writes are named in tpt/stage.py.
 
 # What scoring writes into a samples folder.
 SCORED_FILE = "scored.json"
@@ -51,12 +48,12 @@ def round_folders(round_path):
 
 
 def shell_assignments(out, r):
-    """The lines runs/loop.sh evals: think_dir=... one per folder of round r, the split's two files, report_dir,
+    """The lines runs/loop.sh evals: think_dir=... one per folder of round r, the split's two files (train_traces, eval_traces), report_dir,
     and kept_file, the name of the kept traces in a Think folder."""
     folders = round_folders(round_dir(out, r))
     values = {f"{name}_dir": path for name, path in folders.items()}
-    values["train_json"] = os.path.join(folders[DATA], TRAIN_FILE)
-    values["eval_json"] = os.path.join(folders[DATA], EVAL_FILE)
+    values["train_traces"] = os.path.join(folders[DATA], TRAIN_FILE)
+    values["eval_traces"] = os.path.join(folders[DATA], EVAL_FILE)
     values["report_dir"] = report_dir(out)
     values["kept_file"] = KEPT_FILE
     return "\n".join(f"{name}={shlex.quote(path)}" for name, path in values.items())

@@ -5,7 +5,7 @@ import os
 import platform
 import sys
 
-from tpt.io import DataError, read_json, write_json
+from tpt.io import read_json, write_json
 
 PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "vllm", "wandb", "tpt")
 
@@ -73,50 +73,3 @@ def read_manifest(folder, filename="manifest.json"):
     """The manifest of a finished run, or None when the folder has none."""
     path = os.path.join(folder, filename)
     return read_json(path) if os.path.isfile(path) else None
-
-
-def changed_settings(stored, current):
-    """'name: old -> new, ...' for every setting two fingerprints disagree on ('' when they agree): the one line
-    a stage prints when it refuses (or redoes) a folder that holds a run made with other settings."""
-    stored, current = stored or {}, current or {}
-    keys = sorted(set(stored) | set(current))
-    return ", ".join(f"{k}: {stored.get(k)!r} -> {current.get(k)!r}" for k in keys if stored.get(k) != current.get(k))
-
-
-def finished_run(folder, fingerprint, filename="manifest.json"):
-    """The manifest of the finished run in folder when it was made with this fingerprint; None when the folder
-    holds no finished run; a DataError naming the changed settings when it holds one made with others."""
-    manifest = read_manifest(folder, filename)
-    if manifest is None:
-        return None
-    if "fingerprint" not in manifest:  # written before its stage recorded one: settings unknown, not comparable
-        raise DataError(f"{folder}: holds a finished run that recorded no settings to compare (made by an older "
-                        "TPT); use another output folder, or remove this one to redo it")
-    if manifest.get("fingerprint") != fingerprint:
-        raise DataError(f"{folder}: holds a finished run with different arguments "
-                        f"({changed_settings(manifest.get('fingerprint'), fingerprint)}); "
-                        "use another output folder, or remove this one to redo it")
-    return manifest
-
-
-def holds_same_run(folder, fingerprint, filename):
-    """True when folder holds the finished run (its manifest `filename`) made with this fingerprint. For the
-    cheap, deterministic stages (Prune, make_data) that redo rather than refuse: when the folder holds a run
-    made with other inputs or settings, one line says what changed, and the stage then redoes it."""
-    manifest = read_manifest(folder, filename)
-    if manifest is None:
-        return False
-    stored = manifest.get("fingerprint") if isinstance(manifest, dict) else None
-    if stored == fingerprint:
-        return True
-    what = changed_settings(stored, fingerprint) if stored else "it recorded none, made by an older TPT"
-    print(f"redo: {folder}: its {filename} was made with other inputs or settings ({what})")
-    return False
-
-
-def forget_run(folder, filename):
-    """Remove a finished run's manifest before its outputs are replaced: a run killed half-way through the
-    replacing is then redone, never vouched for by the old manifest."""
-    path = os.path.join(folder, filename)
-    if os.path.isfile(path):
-        os.remove(path)

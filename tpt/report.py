@@ -29,8 +29,9 @@ import math
 import os
 
 from tpt.io import DataError, atomic_file, read_json, sample_paths, write_json, write_text
-from tpt.layout import (DATA, EVAL, EVAL_FILE, KEPT_FILE, MANIFEST, MANIFESTS, MODEL, SCORED_FILE, SUMMARY_FILE,
-                        THINK, THINK_PASSES, TRAIN_FILE, round_folders)
+from tpt.layout import (DATA, EVAL, EVAL_FILE, KEPT_FILE, MODEL, SCORED_FILE, SUMMARY_FILE, THINK, THINK_PASSES,
+                        TRAIN_FILE, round_folders)
+from tpt.stage import MANIFEST, MANIFESTS
 
 CONFIDENCE_LEVEL = 0.95
 POWER = 0.80

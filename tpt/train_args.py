@@ -21,9 +21,11 @@ from tpt.prompt import TEMPLATES
 class ScriptArguments:
     """TPT's own inputs: the trace files and what happens around training."""
 
-    train_data_path: str = field(metadata={"help": "kept traces {idt|id, question, solution, solnum} (JSON/JSONL)"})
-    eval_data_path: str | None = field(
-        default=None, metadata={"help": "held-out traces for eval loss; no question may also be in train"})
+    train_traces: str = field(metadata={"help": "kept traces {idt|id, question, solution, solnum} (JSON/JSONL), "
+                                        "make_json.py --train_traces", "aliases": ["--train_data_path"]})
+    eval_traces: str | None = field(
+        default=None, metadata={"help": "held-out traces for eval loss; no question may also be in train",
+                                "aliases": ["--eval_data_path"]})
     template: str = field(
         default="tpt", metadata={"help": f"prompt wording, as Think used it: one of {sorted(TEMPLATES)} or a string "
                                  "holding {question}"})

@@ -127,7 +127,8 @@ def check_examples(dataset, tokenizer, records, template, eot_id, name="train", 
             raise DataError(f"{where}: prompt tokens carry loss")
         completion = labels[len(prompt):]
         if not completion or any(y == IGNORE for y in completion):
-            raise DataError(f"{where}: the completion is not fully labelled ({sum(y != IGNORE for y in completion)} of {len(completion)} tokens)")
+            labelled = sum(y != IGNORE for y in completion)
+            raise DataError(f"{where}: the completion is not fully labelled ({labelled} of {len(completion)} tokens)")
         if completion[-1] != eot_id:
             last = tokenizer.convert_ids_to_tokens(completion[-1])
             raise DataError(f"{where}: the labels end with {last!r}, not the end-of-turn token {eot!r}")

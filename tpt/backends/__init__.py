@@ -6,11 +6,12 @@ A backend is built once per run, says which it is in `backend.name` ('vllm' or '
         -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
 
 Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
-`temperature == 0` means greedy decoding; `ignore_eos` runs every reply to its token limit. `seeds` holds one seed
+`temperature == 0` means greedy decoding; `ignore_eos=True` runs every reply to its token limit (no stop token). `seeds` holds one seed
 per prompt (question_seeds: from the run's seed and the question's id), and sample s of a prompt draws from seed
 `seeds[i] + s` (vLLM's own rule for the n samples of a request). So a sample depends only on (seed, question,
 sample index): the same whichever call, batch, worker or machine its question lands in, and after a resume.
 """
+import dataclasses
 import hashlib
 import importlib.util
 
@@ -74,28 +75,38 @@ def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
     return max(64, 4096 // num_samples) * max(1, data_parallel_size)
 
 
-def load_backend(name, model_path, tokenizer, *, dtype="auto", max_model_len=None, batch_size=32,
-                 tensor_parallel_size=1, data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False,
-                 trust_remote_code=False, seed=0, attn_implementation=None, prompt_prefix=None):
-    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path.
-    prompt_prefix: token ids most prompts start with (tpt.prompt.shared_prompt_ids), which transformers
-    prefills once; vLLM finds shared prefixes itself (prefix caching)."""
+@dataclasses.dataclass(frozen=True)
+class EngineConfig:
+    """How a backend loads its model and runs: the fields of tpt.generate.SamplingConfig that reach the engine,
+    with their defaults, for a caller that builds a backend without a script (tests, benchmarks)."""
+
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    batch_size: int = 32  # transformers: rows decoded together
+    tensor_parallel_size: int = 1  # vLLM
+    data_parallel_size: int = 1  # vLLM
+    gpu_memory_utilization: float = 0.92  # vLLM
+    enforce_eager: bool = False  # vLLM
+    trust_remote_code: bool = False
+    seed: int = 0
+    attn_implementation: str | None = None  # transformers
+    template: str | None = None  # transformers: the prompts' template, whose shared opening is prefilled once
+
+
+def load_backend(name, model_path, tokenizer, engine=EngineConfig()):
+    """Build the named backend ('vllm' or 'hf', as select_backend returns) for a resolved model path; `engine`
+    holds EngineConfig's fields (a SamplingConfig, passed whole, does)."""
     from tpt.models import load_generation_config, stop_token_ids
 
-    stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=trust_remote_code))
+    stop_ids = stop_token_ids(tokenizer, load_generation_config(model_path, trust_remote_code=engine.trust_remote_code))
     if not stop_ids:
         raise ValueError(f"{model_path}: neither the generation config nor the tokenizer names an end token")
     if name == "vllm":
         from tpt.backends.vllm_backend import VLLMBackend
 
-        return VLLMBackend(model_path, stop_ids, dtype=dtype, max_model_len=max_model_len,
-                           tensor_parallel_size=tensor_parallel_size, data_parallel_size=data_parallel_size,
-                           gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                           trust_remote_code=trust_remote_code, seed=seed)
+        return VLLMBackend(model_path, stop_ids, engine)
     if name == "hf":
         from tpt.backends.hf_backend import HFBackend
 
-        return HFBackend(model_path, tokenizer, stop_ids, dtype=dtype, max_model_len=max_model_len,
-                         batch_size=batch_size, trust_remote_code=trust_remote_code,
-                         attn_implementation=attn_implementation, prompt_prefix=prompt_prefix)
+        return HFBackend(model_path, tokenizer, stop_ids, engine)
     raise ValueError(f"unknown backend {name!r}: call select_backend first")

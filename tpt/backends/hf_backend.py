@@ -4,9 +4,9 @@
 (SlotCache): a step writes one key/value per row in place instead of copying the cache, and attends only up to
 the longest live row. A row that finishes is refilled at once from the queue of waiting sequences, so the batch
 never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
-prefilled once and its cache copied to the rows of its samples; the part every prompt of a template shares (the
-chat template's system turn and the template's opening lines, `prompt_prefix`) is prefilled once per backend and
-its keys/values reused, so a prompt costs only the tokens after it. Each sequence samples with its own generator,
+prefilled once and its cache copied to the rows of its samples; the opening every prompt of the run's template
+shares (the chat template's system turn and the template's words before the question: tpt.prompt.shared_prompt_ids)
+is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. Each sequence samples with its own generator,
 seeded with its question's seed + its sample index, so a sample does not depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
@@ -15,25 +15,26 @@ from collections import deque
 from transformers import Cache
 
 from tpt.device import torch_dtype
+from tpt.prompt import shared_prompt_ids
 
 
 SLOT_ATTENTION = "tpt_slot_sdpa"
 
 
-def _slot_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kwargs):
+def _slot_attention(module, query, key, value, attention_mask, **kwargs):
     """transformers' sdpa, except in a decode step (one query per row, a SlotCache mask): the query heads that share
     a key/value head go in as that head's queries, so keys and values are not repeated per query head (sdpa
-    repeats them whenever a mask is given, a copy of the whole cache every step)."""
+    repeats them whenever a mask is given, a copy of the whole cache every step). kwargs: transformers' own
+    (dropout, scaling, ...), as its attention interface passes them."""
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     groups = getattr(module, "num_key_value_groups", 1)
     if query.shape[2] != 1 or attention_mask is None or groups == 1:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      **kwargs)
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     rows, heads, _, dim = query.shape
     out = torch.nn.functional.scaled_dot_product_attention(
-        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=scaling)
+        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=kwargs.get("scaling"))
     return out.reshape(rows, 1, heads, dim), None
 
 
@@ -48,8 +49,11 @@ def _register_slot_attention():
 class HFBackend:
     name = "hf"
 
-    def __init__(self, model_path, tokenizer, stop_ids, dtype="auto", max_model_len=None, batch_size=32,
-                 trust_remote_code=False, attn_implementation=None, prompt_prefix=None):
+    def __init__(self, model_path, tokenizer, stop_ids, engine):
+        """engine: tpt.backends.EngineConfig's fields (dtype, max_model_len, batch_size, trust_remote_code,
+        attn_implementation, template are read)."""
+        dtype, max_model_len, batch_size = engine.dtype, engine.max_model_len, engine.batch_size
+        trust_remote_code, attn_implementation = engine.trust_remote_code, engine.attn_implementation
         import torch
         from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -71,7 +75,7 @@ class HFBackend:
         self.max_model_len = max_model_len
         self.batch_size = max(1, int(batch_size))
         # Fixed per backend, never taken from a call's prompts: a prompt's cache then depends on that prompt alone.
-        self.prompt_prefix = list(prompt_prefix or [])
+        self.prompt_prefix = shared_prompt_ids(tokenizer, engine.template) if engine.template else []
         self._prefix_kv = None
 
     def _token_budget(self, prompt_len, max_tokens):

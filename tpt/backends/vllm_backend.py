@@ -25,12 +25,12 @@ from tpt.backends import BackendError
 START_TIMEOUT_S = 3600  # model download and CUDA graph capture of a large model fit well inside this
 
 
-def llm_kwargs(model_path, *, dtype, max_model_len, tensor_parallel_size, gpu_memory_utilization, enforce_eager,
-               trust_remote_code, seed):
-    """The keyword arguments of vllm.LLM for one engine."""
-    return dict(model=model_path, dtype=dtype, seed=seed, max_model_len=max_model_len,
-                tensor_parallel_size=tensor_parallel_size, gpu_memory_utilization=gpu_memory_utilization,
-                enable_prefix_caching=True, enforce_eager=enforce_eager, trust_remote_code=trust_remote_code)
+def llm_kwargs(model_path, engine):
+    """The keyword arguments of vllm.LLM for one engine (engine: tpt.backends.EngineConfig's fields)."""
+    return dict(model=model_path, dtype=engine.dtype, seed=engine.seed, max_model_len=engine.max_model_len,
+                tensor_parallel_size=engine.tensor_parallel_size,
+                gpu_memory_utilization=engine.gpu_memory_utilization, enable_prefix_caching=True,
+                enforce_eager=engine.enforce_eager, trust_remote_code=engine.trust_remote_code)
 
 
 def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids, ignore_eos):
@@ -54,15 +54,17 @@ def tokens_prompt(ids):
     return TokensPrompt(prompt_token_ids=list(ids))
 
 
-def run_requests(llm, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, stop_ids, ignore_eos):
-    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}."""
+def run_requests(llm, prompt_token_ids, seeds, sampling, stop_ids):
+    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}. sampling: the
+    generate call's {num_samples, temperature, top_p, max_tokens, ignore_eos}."""
     from vllm import SamplingParams
 
     if not prompt_token_ids:
         return []
+    num_samples = sampling["num_samples"]
     prompts = [tokens_prompt(ids) for ids in prompt_token_ids]
-    params = [SamplingParams(**sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids,
-                                               ignore_eos))
+    params = [SamplingParams(**sampling_kwargs(num_samples, sampling["temperature"], sampling["top_p"],
+                                               sampling["max_tokens"], seed, stop_ids, sampling["ignore_eos"]))
               for seed in seeds]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
@@ -124,9 +126,9 @@ def _worker(conn, gpus, options, stop_ids):
             return
         if message is None:
             return
-        prompts, sampling = message
+        prompts, seeds, sampling = message
         try:
-            conn.send(("ok", run_requests(llm, prompts, stop_ids=stop_ids, **sampling)))
+            conn.send(("ok", run_requests(llm, prompts, seeds, sampling, stop_ids)))
         except BackendError as e:
             conn.send(("error", str(e)))
         except Exception as e:
@@ -144,14 +146,11 @@ class _Worker:
 class VLLMBackend:
     name = "vllm"
 
-    def __init__(self, model_path, stop_ids, dtype="auto", max_model_len=None, tensor_parallel_size=1,
-                 data_parallel_size=1, gpu_memory_utilization=0.92, enforce_eager=False, trust_remote_code=False,
-                 seed=0):
+    def __init__(self, model_path, stop_ids, engine):
+        """engine: tpt.backends.EngineConfig's fields (a SamplingConfig has them)."""
         self.stop_ids = list(stop_ids)
-        options = llm_kwargs(model_path, dtype=dtype, max_model_len=max_model_len,
-                             tensor_parallel_size=tensor_parallel_size,
-                             gpu_memory_utilization=gpu_memory_utilization, enforce_eager=enforce_eager,
-                             trust_remote_code=trust_remote_code, seed=seed)
+        data_parallel_size, tensor_parallel_size = engine.data_parallel_size, engine.tensor_parallel_size
+        options = llm_kwargs(model_path, engine)
         self.llm, self.workers = None, []
         if data_parallel_size <= 1:
             from vllm import LLM
@@ -201,14 +200,13 @@ class VLLMBackend:
         sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                         ignore_eos=ignore_eos)
         if self.llm is not None:
-            return run_requests(self.llm, prompt_token_ids, seeds=seeds, stop_ids=self.stop_ids, **sampling)
+            return run_requests(self.llm, prompt_token_ids, seeds, sampling, self.stop_ids)
         size = len(self.workers)
         # Dealt round-robin: calls arrive sorted by prompt length, so every engine gets long and short prompts.
         shares = [list(range(r, len(prompt_token_ids), size)) for r in range(size)]
         for worker, share in zip(self.workers, shares):
             try:
-                worker.conn.send(([prompt_token_ids[i] for i in share],
-                                  {**sampling, "seeds": [seeds[i] for i in share]}))
+                worker.conn.send(([prompt_token_ids[i] for i in share], [seeds[i] for i in share], sampling))
             except OSError:  # a dead worker: _receive reads its end-of-file and names it
                 pass
         results = [None] * len(prompt_token_ids)
