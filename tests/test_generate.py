@@ -66,7 +66,7 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
 def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
     # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
     # fingerprint under its own name, and folders finished by earlier versions keep matching.
-    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved"}
+    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved", "ray"}
     flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
     assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 

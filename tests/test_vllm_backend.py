@@ -11,7 +11,7 @@ TPT_REQUIRE_VLLM=1 turns a missing vllm into a failure, so nothing is skipped th
 the double stands in for GPUs. No test keeps an engine
 while another needs the same (fake) GPU memory: every test builds its own engines and closes them, and the one
 test that runs a script beside a live engine gives both a --gpu_memory_utilization that fits.
-Budget: ~3 minutes on 2 cores (each subprocess and data-parallel worker imports vllm, ~10 s).
+Budget: ~3 minutes on 2 cores (each subprocess imports vllm, ~10 s).
 """
 import contextlib
 import inspect
@@ -20,7 +20,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 
 import pytest
 
@@ -189,58 +188,6 @@ def test_aborted_or_failed_request_is_an_error_not_a_sample(model, gpus, monkeyp
     assert isinstance(failure.value, DataError) and f"finished with {reason!r}" in str(failure.value)
 
 
-# --- data parallel: independent engines, one per group of tensor_parallel_size GPUs ---
-
-@pytest.mark.parametrize("devices,data_parallel,tensor_parallel,groups", [
-    ("0,1,2,3", 2, 2, ["0,1", "2,3"]),    # two copies of a model split over two GPUs each
-    ("0,1,2,3", 4, 1, ["0", "1", "2", "3"]),  # one copy per GPU
-    ("4,5,6", 2, 1, ["4", "5"]),          # a restricted CUDA_VISIBLE_DEVICES is dealt out, spare GPUs stay idle
-])
-def test_gpu_groups(devices, data_parallel, tensor_parallel, groups):
-    from tpt.backends.vllm_backend import gpu_groups
-
-    assert gpu_groups(data_parallel, tensor_parallel, devices) == groups
-
-
-def test_gpu_groups_refuses_too_few_gpus():
-    from tpt.backends.vllm_backend import gpu_groups
-    from tpt.io import DataError
-
-    with pytest.raises(DataError, match="needs 4 GPUs, 3 visible"):
-        gpu_groups(2, 2, "0,1,2")
-
-
-def test_two_data_parallel_workers_give_what_one_engine_gives(model, gpus):
-    # VLLM_DP_* offline data parallel refuses dense models; each worker is an independent engine
-    p = prompts(model, 5)
-    with engine(model, tensor_parallel_size=2) as be:
-        one = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
-    with deadline(240), engine(model, tensor_parallel_size=2, data_parallel_size=2) as be:
-        two = be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
-        nothing = be.generate(p[:1], 2, 0.8, 1.0, 24, seeds=question_seeds(1, [0]))  # a worker with no question
-        os.kill(be.workers[1].process.pid, signal.SIGKILL)  # a worker dying later is named too
-        with pytest.raises(Exception, match=r"worker 1 \(CUDA_VISIBLE_DEVICES=2,3\) failed while sampling: "
-                                            "it exited with exit code -9"):
-            be.generate(p, 2, 0.8, 1.0, 24, seeds=question_seeds(1, range(len(p))))
-    assert two == one and nothing == one[:1]
-    workers = vllm_double.engines_log()[1:]
-    assert sorted(w["cuda_visible_devices"] for w in workers) == ["0,1", "2,3"]
-    assert all(w["pid"] != os.getpid() and w["vllm_dp_size"] is None for w in workers)
-
-
-def test_worker_dying_at_start_is_one_line_naming_it(model, gpus, monkeypatch):
-    # a worker that exits without a word (a crash in CUDA init) must not leave the parent waiting
-    monkeypatch.setenv("TPT_DOUBLE_CRASH_GPU", "3")
-    started = time.time()
-    with deadline(240), pytest.raises(Exception) as failure:
-        with engine(model, data_parallel_size=2, tensor_parallel_size=2):
-            pass
-    message = str(failure.value)
-    assert "worker 1 (CUDA_VISIBLE_DEVICES=2,3)" in message and "exit code 7" in message, message
-    assert "\n" not in message
-    print(f"worker crash reported after {time.time() - started:.1f} s")
-
-
 def test_engine_out_of_memory_at_start_is_one_line(model, gpus):
     from tpt.io import DataError
 
@@ -254,23 +201,6 @@ def test_engine_out_of_memory_at_start_is_one_line(model, gpus):
 
 
 # --- the scripts on the double ---
-
-def test_worker_out_of_memory_at_start_stops_gen_synth_with_one_line(tmp_path, gpus):
-    # worker 1's GPU is half taken by another job; its real error reaches the user, nothing is written
-    vllm_double.occupy(1, 0.5)
-    out = tmp_path / "run"
-    started = time.time()
-    proc = run_script([PYTHON, str(ROOT / "gen_synth.py"), "--backend", "vllm", "--math", str(GSM8K / "test.jsonl"),
-                       "--limit", "4", "--num_samples", "2", "--max_tokens", "16", "--max_model_len", "512",
-                       "--data_parallel_size", "2", "--output_dir", str(out)], script_env(gpus, "0,1"))
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: vLLM data-parallel worker 1 (CUDA_VISIBLE_DEVICES=1) failed to start: "
-                           "ValueError: Free memory on device cuda:0 (40.00/80.00 GiB)"), proc.stderr[-3000:]
-    assert sum(line.startswith("error:") for line in proc.stderr.splitlines()) == 1
-    assert not (out / "e0.json").exists() and not (out / "manifest.json").exists()
-    print(f"gen_synth.py exited {time.time() - started:.1f} s after its start")
-
 
 def test_gen_eval_beside_a_live_engine_with_greedy_samples(model, tmp_path, gpus):
     # an engine held in this process and a script's engine share GPU 0 when both ask for what fits;

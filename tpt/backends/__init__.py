@@ -85,7 +85,7 @@ def select_backend(name="auto"):
     return "vllm" if platform == "cuda" else "hf"
 
 
-def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
+def questions_per_call(backend, num_samples, batch_size):
     """Questions handed to one generate call, which is also one journal entry of a resumable run.
 
     transformers: four batches' worth of sequences (4 x batch_size), so rows that finish are refilled from the
@@ -96,8 +96,8 @@ def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
     if backend == "hf":
         return max(1, 4 * batch_size // num_samples)
     if _vllm_cpu_build():
-        return max(1, VLLM_CPU_SEQUENCES // num_samples) * max(1, data_parallel_size)
-    return max(64, 4096 // num_samples) * max(1, data_parallel_size)
+        return max(1, VLLM_CPU_SEQUENCES // num_samples)
+    return max(64, 4096 // num_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,7 +109,6 @@ class EngineConfig:
     max_model_len: int | None = None
     batch_size: int = 32  # transformers: rows decoded together
     tensor_parallel_size: int = 1  # vLLM
-    data_parallel_size: int = 1  # vLLM
     gpu_memory_utilization: float = 0.92  # vLLM
     enforce_eager: bool = False  # vLLM
     trust_remote_code: bool = False
