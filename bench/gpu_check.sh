@@ -13,7 +13,7 @@
 #   think_vllm     gen_synth.py --backend vllm: 8 questions x 4 samples          (only where vllm imports)
 #   eval_vllm      gen_eval.py --backend vllm --temperature 0: greedy with 10 samples, scored
 #   reload_vllm    gen_synth.py --backend vllm on the saved folder
-#   dp_vllm        gen_synth.py --backend vllm --data_parallel_size 2             (only with 2+ GPUs)
+#   dp_vllm        gen_synth.py --backend vllm --ray local --data_parallel_size 2 (only with 2+ GPUs)
 # then summary.json (every step's status, seconds and figures). Exit status 1 if any step failed.
 # Without a CUDA device it writes env.json and summary.json saying so and exits 0 (a dry run); GPU_CHECK_FORCE=1
 # runs the steps anyway (on the CPU: a check of this script's plumbing, not of a GPU; GPU_CHECK_SLOWDOWN=20
@@ -89,7 +89,7 @@ if "$PYTHON" -c "import vllm" >/dev/null 2>&1; then
         --num_samples 2 --enforce_eager --gpu_memory_utilization 0.5 --samples_dir "$OUT/reload_vllm"
     if [ "$GPUS" -ge 2 ]; then
         step dp_vllm 60 "$PYTHON" gen_synth.py "${COMMON[@]}" --backend vllm --num_samples 4 \
-            --data_parallel_size 2 --gpu_memory_utilization 0.5 --samples_dir "$OUT/dp_vllm"
+            --ray local --data_parallel_size 2 --gpu_memory_utilization 0.5 --samples_dir "$OUT/dp_vllm"
     fi
 fi
 

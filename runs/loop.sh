@@ -10,6 +10,9 @@
 #   MODEL=google/gemma-2-2b-it ROUNDS=3 OUT=out/gemma2b bash runs/loop.sh
 #   MODEL=google/gemma-2-9b-it TRAIN_LAUNCH="accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8" \
 #     SFT_ARGS="--gradient_checkpointing true" OUT=out/gemma9b bash runs/loop.sh     # an 8-GPU node
+#   GEN_ARGS="--ray auto --data_parallel_size 32" TRAIN_LAUNCH="srun --nodes 4 --ntasks-per-node 1 torchrun \
+#     --nnodes 4 --nproc_per_node 8 --rdzv_backend c10d --rdzv_endpoint node0:29500 --rdzv_id tpt" ...  # 4 nodes
+#     (Think/Eval on a Ray cluster of the 4, Train one torchrun agent a node; docs/gpus.md#several-nodes)
 #
 # Every knob is a variable below; set it in the environment to override. A stage's setting left unset is not
 # passed, so the stage's own default applies (one place: its --help).
@@ -30,7 +33,8 @@ OUT=${OUT:-out/loop}
 PYTHON=${PYTHON:-python}
 SFT_ARGS=${SFT_ARGS:-}                        # extra sft_math.py flags, e.g. "--use_peft --per_device_train_batch_size 4"
 TRAIN_LAUNCH=${TRAIN_LAUNCH:-}                # Train's launcher, one process per GPU: "torchrun --nproc_per_node 2",
-                                              # "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8"
+                                              # "accelerate launch --config_file configs/accelerate/fsdp.yaml --num_processes 8";
+                                              # several nodes: a command that starts one torchrun --nnodes agent on each (srun)
 GEN_ARGS=${GEN_ARGS:-}                        # extra gen_synth.py / gen_eval.py flags
 
 # The stages' settings: passed only when set, so each stage's default (its --help) is the one that applies.

@@ -1,5 +1,6 @@
 """Shared test fixtures: paths to the real data in ../shared/data and the repository root."""
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -17,3 +18,10 @@ def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.fail(f"real data not found at {SHARED_DATA} (set TPT_SHARED_DATA)")
     return SHARED_DATA
+
+
+def free_port():
+    """A port nothing on this machine listens on now (a fixed one clashes when two test runs share the machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -66,7 +66,7 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
 def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
     # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
     # fingerprint under its own name, and folders finished by earlier versions keep matching.
-    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved"}
+    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved", "ray"}
     flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
     assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 
@@ -195,12 +195,12 @@ def test_bad_question_file_is_one_line_and_writes_nothing(tmp_path):
 def test_backend_selection():
     from tpt.backends import select_backend, vllm_status
 
-    usable, reason = vllm_status()
-    assert reason
-    # auto: vLLM exactly where it can run (installed and CUDA visible), transformers everywhere else
-    assert select_backend("auto") == ("vllm" if usable else "hf")
+    platform, reason = vllm_status()
+    assert platform in ("cuda", "cpu", None) and reason
+    # auto: vLLM on a CUDA GPU where it is installed, transformers everywhere else (a CPU engine is asked for)
+    assert select_backend("auto") == ("vllm" if platform == "cuda" else "hf")
     assert select_backend("hf") == "hf"  # an explicit choice is kept
-    if usable:
+    if platform:  # a CUDA GPU or vLLM's CPU build
         assert select_backend("vllm") == "vllm"
     else:  # asking for vLLM where it cannot run says why instead of failing later
         with pytest.raises(ValueError, match="--backend vllm"):

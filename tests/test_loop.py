@@ -3,20 +3,21 @@
 The questions are one-step sums that SmolLM2-135M answers greedily with the plain template, so a round keeps
 at least one trace and every stage (Eval, Think, Prune, Train, Eval, report) really runs. One loop is killed in
 the middle of Think and started again (it must finish with whole files), then run a third time (nothing reruns).
-That loop trains through TRAIN_LAUNCH="torchrun --nproc_per_node 2" (two gloo ranks), as on a multi-GPU node: one
-loop run less than testing the launcher in a loop of its own. Then it is started again with a changed EVAL_N and
+That loop trains through a two-node TRAIN_LAUNCH: tests/two_nodes.sh (what srun does across nodes, here twice on
+this machine) starting two `torchrun --nnodes 2 --nproc_per_node 1` agents joined by a c10d rendezvous on
+127.0.0.1, so two gloo ranks on two "nodes": one loop run less than testing the launcher in a loop of its own (the
+one-node launch is tested in test_sft_math.py). Then it is started again with a changed EVAL_N and
 with a changed LR: the stage whose setting changed refuses, never silently keeps its old run.
 """
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT, free_port
 
 SUMS = [(1, 1), (2, 2), (3, 3), (5, 1), (4, 4), (2, 3), (6, 2), (7, 1), (3, 4), (8, 1)]
 
@@ -33,13 +34,6 @@ def _env(tmp_path, train, test, out):
                REPORT_TO="none", PYTHON=PYTHON, WANDB_MODE="offline",
                SFT_ARGS="--max_steps 1 --per_device_train_batch_size 2 --gradient_accumulation_steps 1")
     return env
-
-
-def _free_port():
-    # A fixed port fails when another torchrun on the machine holds it (two test runs at once).
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _write(path, records):
@@ -61,7 +55,9 @@ def test_loop_killed_in_think_resumes_then_skips_everything(tmp_path):
     env = _env(tmp_path, train, test, out)
     # torchrun from the test interpreter's environment, as `pip install -r requirements.txt` puts it on PATH.
     env.update(PATH=os.path.dirname(PYTHON) + os.pathsep + env["PATH"],
-               TRAIN_LAUNCH=f"torchrun --nproc_per_node 2 --master_port {_free_port()}",
+               TRAIN_LAUNCH=f"bash {ROOT / 'tests' / 'two_nodes.sh'} torchrun --nnodes 2 --nproc_per_node 1 "
+                            f"--rdzv_backend c10d --rdzv_endpoint 127.0.0.1:{free_port()} --rdzv_id loop",
+               OMP_NUM_THREADS="1",  # one thread a rank, as torchrun sets for two ranks on one node
                # Two greedy samples per question and one row: Think journals 2 questions a call (4 x BATCH_SIZE
                # sequences), so it spends several calls journaling and the kill lands between two of them.
                N="2", BATCH_SIZE="1")

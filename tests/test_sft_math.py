@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT, TPT_REF
+from tests.conftest import PYTHON, ROOT, TPT_REF, free_port
 from tpt.device import auto_dtype
 
 pytestmark = pytest.mark.slow  # a model loaded in every test (pytest -m 'not slow' leaves them out)
@@ -194,20 +194,64 @@ def test_finished_folder_is_skipped_or_refused(trained, traces, tmp_path, flags,
     assert not (out.parent / ".model.partial").exists()
 
 
-def test_two_process_launch_runs_one_step(traces, tmp_path):
+# One step of two gloo ranks (one trace each) from the same flags, however they are launched.
+LAUNCH_ARGS = ["--max_steps", "1", "--report_to", "none", "--template", "plain", "--max_length", "384",
+               "--per_device_train_batch_size", "1", "--gradient_accumulation_steps", "1", "--warmup_ratio", "0"]
+TORCHRUN = [PYTHON, "-m", "torch.distributed.run"]
+
+
+@pytest.fixture(scope="module")
+def two_ranks(traces, tmp_path_factory):
+    """torchrun's two gloo ranks on one node: (the model folder, the launch's stdout)."""
+    out = tmp_path_factory.mktemp("ddp") / "model"
+    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out)] + LAUNCH_ARGS,
+                cmd=TORCHRUN + ["--nproc_per_node", "2", "--master_port", str(free_port()), SCRIPT])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_two_process_launch_runs_one_step(traces, two_ranks):
     # torchrun starts two gloo ranks; the manifest's world size comes from the process group, and the step's
     # tokens are those of both ranks' traces (one each).
-    out = tmp_path / "ddp"
-    proc = _run(["--train_data_path", str(traces), "--output_dir", str(out), "--max_steps", "1", "--report_to", "none",
-                 "--template", "plain", "--max_length", "384", "--per_device_train_batch_size", "1",
-                 "--gradient_accumulation_steps", "1", "--warmup_ratio", "0"],
-                cmd=[PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", SCRIPT])
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    out, stdout = two_ranks
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2 and manifest["global_step"] == 1
     one_trace = _token_count(json.loads(traces.read_text())[:1])
     assert manifest["train_tokens"] > one_trace  # both ranks' traces counted
-    assert proc.stdout.count("model →") == 1  # only rank 0 reports and writes
+    assert stdout.count("model →") == 1  # only rank 0 reports and writes
+
+
+def test_two_nodes_write_one_folder_with_the_one_node_weights(traces, two_ranks, tmp_path):
+    # Two "nodes" of one process each on 127.0.0.1, joined by a c10d rendezvous, as TRAIN_LAUNCH runs on each node
+    # of a cluster. Both processes are their node's local rank 0; only the global rank 0 may write the folder.
+    out = tmp_path / "model"
+    launch = TORCHRUN + ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+                         "--rdzv_endpoint", f"127.0.0.1:{free_port()}", "--rdzv_id", "tpt-two-nodes", SCRIPT]
+    # One thread a process, as torchrun sets for the one-node launch's two (with one process a node, accelerate
+    # would take 2 each: 4 threads on 2 shared cores ran 2.5x slower; the weights came out the same either way).
+    env = {**os.environ, "WANDB_MODE": "offline", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    nodes = [subprocess.Popen(launch + ["--train_data_path", str(traces), "--output_dir", str(out)] + LAUNCH_ARGS,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], [err[-3000:] for _, err in outputs]
+    # the folder is written once: one node's process reports it, and the folder holds one run's files
+    assert sorted(stdout.count("model →") for stdout, _ in outputs) == [0, 1]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2 and manifest["global_step"] == 1
+    assert sorted(os.listdir(out)) == sorted(os.listdir(two_ranks[0]))
+    assert not (out.parent / ".model.partial").exists()
+    # the same weights, tensor by tensor and bit for bit, as the one-node launch: same ranks, same data shards,
+    # and a two-rank gloo all-reduce adds the same two gradients whether they cross a node or not
+    from safetensors.torch import load_file
+
+    from tpt.models import resolve_model
+
+    ours, one_node = load_file(out / "model.safetensors"), load_file(two_ranks[0] / "model.safetensors")
+    assert ours.keys() == one_node.keys()
+    assert all(ours[name].dtype == one_node[name].dtype and ours[name].equal(one_node[name]) for name in ours)
+    base = load_file(os.path.join(resolve_model("smollm2-135m"), "model.safetensors"))
+    assert any(not ours[name].equal(base[name]) for name in ours)  # and the step did move them
 
 
 REC = {"idt": 1, "question": "What is 2 + 3?", "solution": "2 + 3 = 5\n#### 5", "solnum": "5"}

@@ -30,7 +30,8 @@ from tpt.prompt import TEMPLATES, build_prompt, check_template, clean_response, 
 from tpt.stage import MANIFEST, REFUSE, Stage
 
 # A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
-NOT_FINGERPRINTED = {"gpu_memory_utilization"}
+# Where the replicas run (--ray) does not change a sample either.
+NOT_FINGERPRINTED = {"gpu_memory_utilization", "ray"}
 
 
 def add_generation_args(parser, temperature):
@@ -47,7 +48,11 @@ def add_generation_args(parser, temperature):
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="auto: bfloat16 where the GPU or CPU has bf16 units, else float32 (vLLM: the model's own)")
     parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
-    parser.add_argument("--data_parallel_size", type=int, default=1, help="vLLM: model copies on this node")
+    parser.add_argument("--data_parallel_size", type=int, default=1,
+                        help="engine replicas (either backend) on the Ray cluster --ray names")
+    parser.add_argument("--ray", default=None, metavar="ADDRESS",
+                        help="sample on a Ray cluster: auto (the one this machine is in), HOST:PORT, or local (start "
+                        "one here); needs ray (requirements.txt)")
     parser.add_argument("--enforce_eager", action="store_true", help="vLLM: no CUDA graphs")
     parser.add_argument("--attn_implementation", default=None,
                         help="transformers: attention kernel (default: eager where the model soft-caps attention "
@@ -81,6 +86,7 @@ class SamplingConfig:
     gpu_memory_utilization: float
     template: str
     trust_remote_code: bool
+    ray: str | None = None
 
     @classmethod
     def from_flags(cls, flags):
@@ -98,6 +104,9 @@ def check_config(config):
     if config.temperature < 0 or not 0 < config.top_p <= 1:
         raise DataError(f"--temperature must be >= 0 and --top_p in (0, 1], got {config.temperature} and "
                         f"{config.top_p}")
+    if config.data_parallel_size > 1 and not config.ray:
+        raise DataError(f"--data_parallel_size {config.data_parallel_size} runs replicas on a Ray cluster: add "
+                        "--ray local (this machine) or --ray auto")
     check_template(config.template)
 
 
@@ -200,31 +209,38 @@ def load_sampler(backend_name, model_path, tokenizer, config):
     return load_backend(backend_name, model_path, tokenizer, config)
 
 
-def sample_batches(sampler, config, questions, prompts, todo, journal_path, journal):
-    """Sample the (batch index, question indices) batches in `todo`, appending each to the journal at
-    journal_path (and to `journal`, the dict of journaled lines) as it finishes; a progress bar counts questions."""
-    from tqdm import tqdm
-
-    from tpt.backends import question_seeds
-
-    progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
-                    desc=f"sampling x{config.num_samples} ({sampler.name})")
-    new_tokens, new_seconds = 0, 0.0
-    for b, batch in todo:
+def local_batches(sampler, config, prompts, seeds, todo):
+    """Yield (question indices, per question its samples, seconds) for each (batch index, question indices) in
+    `todo`, sampled one after the other in this process (tpt.ray_sampling.ReplicaPool.batches: on a cluster)."""
+    for _, batch in todo:
         t0 = time.time()
         results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
-                                   config.top_p, config.max_tokens,
-                                   seeds=question_seeds(config.seed, [questions[i]["idt"] for i in batch]))
-        seconds = time.time() - t0
-        lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
-                 for i, samples in zip(batch, results)]
-        append_journal(journal_path, lines)
-        journal.update({line["index"]: line for line in lines})
-        new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
-        new_seconds += seconds
-        progress.update(len(batch))
-        progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
-    progress.close()
+                                   config.top_p, config.max_tokens, seeds=[seeds[i] for i in batch])
+        yield batch, results, time.time() - t0
+
+
+def journal_batches(finished, config, questions, todo, journal_path, journal):
+    """Append each batch of `finished` (local_batches or ReplicaPool.batches) to the journal at journal_path (and
+    to `journal`, the dict of journaled lines) as it comes; a progress bar counts questions."""
+    from tqdm import tqdm
+
+    progress = tqdm(total=len(questions), initial=len(questions) - sum(len(batch) for _, batch in todo), unit="q",
+                    desc=f"sampling x{config.num_samples}")
+    new_tokens, new_seconds = 0, 0.0
+    try:  # the bar ends its line before any error is printed
+        for batch, results, seconds in finished:
+            if any(i in journal for i in batch):  # each batch is asked for once; a second answer would be a bug
+                raise RuntimeError(f"batch of questions {batch} came back twice")
+            lines = [{"index": i, "qnum": questions[i]["idt"], "seconds": seconds / len(batch), "samples": samples}
+                     for i, samples in zip(batch, results)]
+            append_journal(journal_path, lines)
+            journal.update({line["index"]: line for line in lines})
+            new_tokens += sum(s["num_tokens"] for samples in results for s in samples)
+            new_seconds += seconds
+            progress.update(len(batch))
+            progress.set_postfix(tok_s=f"{new_tokens / max(new_seconds, 1e-9):.1f}")
+    finally:
+        progress.close()
 
 
 def sample_totals(journal, num_questions):
@@ -247,11 +263,18 @@ def sample_questions(config, questions, source, stage, origin=None):
     `origin` goes into every record. Returns the run's figures for the manifest; scripts call
     finished_sampling_run first and write_run_manifest after.
     """
-    from tpt.backends import questions_per_call
+    from tpt.backends import question_seeds, questions_per_call
     from tpt.models import resolve_model
 
     start = time.time()
-    backend_name = pick_backend(config.backend)
+    if config.ray:  # before anything is written: a cluster that cannot be reached is one line
+        from tpt.ray_sampling import cluster_backend, connect, replica_resources
+
+        connect(config.ray)
+        backend_name = cluster_backend(config.backend)
+        resources = replica_resources(backend_name, config)
+    else:
+        backend_name = pick_backend(config.backend)
     model_path = resolve_model(config.model_name)
     tokenizer = load_tokenizer(model_path, config.trust_remote_code)
     print(f"prompt for the first question (template {config.template!r}):\n"
@@ -264,17 +287,27 @@ def sample_questions(config, questions, source, stage, origin=None):
     journal_path = os.path.join(output_dir, JOURNAL)
     journal = resume_journal(journal_path, stage.fingerprint, backend_name)
     resumed = len(journal)
-    per_call = questions_per_call(backend_name, config.num_samples, config.batch_size, config.data_parallel_size)
+    # On Ray every replica gets the batches one engine would, so the run's batches do not depend on the replicas.
+    per_call = questions_per_call(backend_name, config.num_samples, config.batch_size)
     todo = [(b, batch) for b, batch in enumerate(plan_batches(prompts, per_call))
             if not all(i in journal for i in batch)]
     sampled = sum(len(batch) for _, batch in todo)
 
-    load_seconds = 0.0
+    load_seconds, replica = 0.0, {}
     if todo:
+        seeds = question_seeds(config.seed, [q["idt"] for q in questions])
         t0 = time.time()
-        sampler = load_sampler(backend_name, model_path, tokenizer, config)
-        load_seconds = time.time() - t0
-        sample_batches(sampler, config, questions, prompts, todo, journal_path, journal)
+        if config.ray:
+            from tpt.ray_sampling import ReplicaPool
+
+            sampler = ReplicaPool(backend_name, model_path, config, resources)
+            finished = sampler.batches(prompts, seeds, todo)
+            replica = {"ray_replica_resources": resources}
+        else:
+            sampler = load_sampler(backend_name, model_path, tokenizer, config)
+            finished = local_batches(sampler, config, prompts, seeds, todo)
+        load_seconds = time.time() - t0  # on Ray the replicas load while the first batches wait
+        journal_batches(finished, config, questions, todo, journal_path, journal)
         sampler.close()
 
     write_sample_files(output_dir, questions, journal, config.num_samples, origin)
@@ -289,6 +322,7 @@ def sample_questions(config, questions, source, stage, origin=None):
         "resumed_questions": resumed,
         "sampled_questions": sampled,
         "load_seconds": round(load_seconds, 3),
+        **replica,
         "wall_seconds": round(time.time() - start, 3),
     }
 

@@ -1,4 +1,4 @@
-"""One backend interface, two implementations: vLLM (CUDA GPUs) and transformers (any device).
+"""One backend interface, two implementations: vLLM (CUDA GPUs, or vLLM's CPU build) and transformers (any device).
 
 A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
@@ -31,6 +31,7 @@ def derive_seed(seed, *keys):
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
 
 
+VLLM_CPU_SEQUENCES = 256  # vLLM's max_num_seqs on a CPU (offline LLM class)
 SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from question ids (question_seeds)
 
 
@@ -39,40 +40,64 @@ def question_seeds(seed, qnums):
     return [derive_seed(seed, "question", q) for q in qnums]
 
 
+def _vllm_cpu_build():
+    """True when the installed vLLM is its CPU build (the vllm-cpu distribution, or a version tagged +cpu):
+    vLLM's own platform test, read from the package metadata without importing vllm (seconds)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return "cpu" in version("vllm")
+    except PackageNotFoundError:
+        pass
+    try:
+        version("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
 def vllm_status():
-    """(usable, reason): vLLM is usable when it is installed and a CUDA device is visible."""
+    """(platform, reason): the platform vLLM runs on here, 'cuda' (installed and a CUDA device visible) or 'cpu'
+    (vLLM's CPU build), or None with the reason it cannot run."""
     if importlib.util.find_spec("vllm") is None:
-        return False, "vllm is not installed (pip install -r requirements-vllm.txt on a CUDA machine)"
+        return None, ("vllm is not installed (pip install -r requirements-vllm.txt on a CUDA machine, "
+                      "make vllm-cpu for vLLM's CPU build)")
+    if _vllm_cpu_build():
+        return "cpu", "vLLM's CPU build is installed"
     import torch
 
     if not torch.cuda.is_available():
-        return False, "no CUDA device is visible"
-    return True, "vllm is installed and CUDA is available"
+        return None, "no CUDA device is visible (and the installed vllm is not its CPU build)"
+    return "cuda", "vllm is installed and CUDA is available"
 
 
 def select_backend(name="auto"):
-    """The backend to use: 'vllm' or 'hf'. 'auto' picks vLLM when it is importable and CUDA is available;
-    an explicit 'vllm' where it cannot run is a ValueError saying why."""
+    """The backend to use: 'vllm' or 'hf'. 'auto' picks vLLM on a CUDA GPU where it is installed, else
+    transformers (on a CPU a vLLM engine takes tens of seconds to start, so an explicit 'vllm' asks for it);
+    an explicit 'vllm' where vLLM has no platform is a ValueError saying why."""
     if name not in BACKENDS:
         raise ValueError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
-    usable, reason = vllm_status()
-    if name == "vllm" and not usable:
+    platform, reason = vllm_status()
+    if name == "vllm" and platform is None:
         raise ValueError(f"--backend vllm: {reason}")
     if name != "auto":
         return name
-    return "vllm" if usable else "hf"
+    return "vllm" if platform == "cuda" else "hf"
 
 
-def questions_per_call(backend, num_samples, batch_size, data_parallel_size=1):
+def questions_per_call(backend, num_samples, batch_size):
     """Questions handed to one generate call, which is also one journal entry of a resumable run.
 
     transformers: four batches' worth of sequences (4 x batch_size), so rows that finish are refilled from the
     same call and the batch runs narrow only at a call's end. vLLM schedules its own batches, so it gets many
-    questions at once and a journal entry every few thousand sequences.
+    questions at once and a journal entry every few thousand sequences; on vLLM's CPU build, one engine batch
+    (its CPU default of 256 sequences at once) per call, so a killed run loses minutes there, not hours.
     """
     if backend == "hf":
         return max(1, 4 * batch_size // num_samples)
-    return max(64, 4096 // num_samples) * max(1, data_parallel_size)
+    if _vllm_cpu_build():
+        return max(1, VLLM_CPU_SEQUENCES // num_samples)
+    return max(64, 4096 // num_samples)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +109,6 @@ class EngineConfig:
     max_model_len: int | None = None
     batch_size: int = 32  # transformers: rows decoded together
     tensor_parallel_size: int = 1  # vLLM
-    data_parallel_size: int = 1  # vLLM
     gpu_memory_utilization: float = 0.92  # vLLM
     enforce_eager: bool = False  # vLLM
     trust_remote_code: bool = False
