@@ -6,8 +6,9 @@ the longest live row. A row that finishes is refilled at once from the queue of 
 never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
 prefilled once and its cache copied to the rows of its samples; the opening every prompt of the run's template
 shares (the chat template's system turn and the template's words before the question: tpt.prompt.shared_prompt_ids)
-is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. Each sequence samples with its own generator,
-seeded with its question's seed + its sample index, so a sample does not depend on which row or batch it ran in.
+is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. Each
+sequence samples with its own generator, seeded with its question's seed + its sample index, so a sample does not
+depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
 from collections import deque
