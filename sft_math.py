@@ -39,7 +39,8 @@ def main(argv=None):
         fail(str(e))
     if fields is not None and training_args.process_index == 0:
         print(f"train: {fields['global_step']} steps, loss {fields['train_loss']:.4f}, {fields['train_tokens']} "
-              f"tokens, {fields['tokens_per_second']:.1f} tokens/s, {fields['wall_seconds']:.0f} s; "
+              f"tokens, {fields['tokens_per_second']:.1f} tokens/s, {fields['evaluations']} evaluation(s) "
+              f"{fields['eval_seconds']:.0f} s, {fields['wall_seconds']:.0f} s in all; "
               f"model → {training_args.output_dir}")
 
 

@@ -1,4 +1,22 @@
-"""Think throughput on the embedded model, CPU: the transformers backend vs one sequence at a time vs others.
+"""Think throughput on the embedded model, CPU: the transformers backend vs one sequence at a time vs others,
+and (--demo_eval) the demo's own Eval against the CPU's matmul bound, today's backend against an older one.
+
+    python bench/bench_think.py --demo_eval --questions 32 --kinds native,avx2 --dtypes float32,bfloat16 \
+        --before a7bdeab --repeats 3 --json bench/results/demo_eval.json
+
+--demo_eval: every run is a fresh process, and the runs interleave (kind, dtype, code) within each repeat, so the
+load of other processes hits them alike. A run first measures the bound, float32 matmuls in that process: a
+2048^3 product and the decode-shaped products of a 32-row step (576 -> 1536 and the 576 -> 49,152 vocabulary
+projection); then it samples the demo's Eval (runs/demo.sh: the demo's test questions, the tpt template, 4
+samples at temperature 0.7, up to 160 new tokens, natural stops, --batch_size rows, calls planned as
+tpt.generate plans them) on the first --questions questions. Kinds: native (what torch picks here) and avx2
+(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2: this CPU with AVX2 kernels
+forced, the float32 path of a CPU without AVX-512; bfloat16 is skipped there, it has no bf16 units). Codes:
+after (this checkout's HFBackend) and before (tpt/backends/hf_backend.py of the git revision --before, loaded
+from `git show`). Reported per run: the bound, model tokens/s (prompt tokens + generated tokens per second, a
+prompt counted once per question as it is prefilled once), the tokens the model actually ran per second (the
+prompt's shared prefix, prefilled once per backend, not counted), generated tokens/s, and the share of the
+bound: tokens run x 0.269 GFLOP (SmolLM2-135M's matmuls per token) / the 2048^3 rate.
 
     python bench/bench_think.py --questions 1 --num_samples 32 --max_tokens 128 --batch_size 32 \
         --dtypes float32,bfloat16 --modes hf_batched,hf_single,hf_static --repeats 3
@@ -32,6 +50,9 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 GSM8K_TEST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "gsm8k", "test.jsonl")
 MODES = ("hf_batched", "hf_single", "hf_static", "hf_generate_batch", "llamacpp")
+GFLOP_PER_TOKEN = 0.269  # SmolLM2-135M: 2 x its matmul weights (30 layers + the 576 x 49,152 vocabulary projection)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}
+KINDS = {"native": {}, "avx2": AVX2_ENV}
 
 
 def build_parser():
@@ -49,7 +70,150 @@ def build_parser():
     parser.add_argument("--math", default=GSM8K_TEST)
     parser.add_argument("--json", default="", help="also write the results here")
     parser.add_argument("--peak_memory_only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--demo_eval", action="store_true", help="the demo's Eval against the matmul bound (above)")
+    parser.add_argument("--kinds", default="native,avx2", help="--demo_eval: " + ", ".join(KINDS))
+    parser.add_argument("--before", default="", help="--demo_eval: also run hf_backend.py of this git revision")
+    parser.add_argument("--demo_run", default="", help=argparse.SUPPRESS)  # one --demo_eval run: KIND,DTYPE,CODE
     return parser
+
+
+def matmul_bound(seconds=1.5):
+    """float32 GFLOP/s of the products that bound a step: {shape: median GFLOP/s}."""
+    import torch
+
+    shapes = {"2048x2048x2048": (2048, 2048, 2048), "32x576x1536": (32, 576, 1536), "32x576x49152": (32, 576, 49152)}
+    out = {}
+    with torch.inference_mode():
+        for name, (m, k, n) in shapes.items():
+            a, b = torch.randn(m, k), torch.randn(n, k)
+            torch.nn.functional.linear(a, b)
+            rates, t_end = [], time.perf_counter() + seconds
+            while time.perf_counter() < t_end or len(rates) < 3:
+                t0 = time.perf_counter()
+                torch.nn.functional.linear(a, b)
+                rates.append(2 * m * k * n / (time.perf_counter() - t0) / 1e9)
+            out[name] = statistics.median(rates)
+    return out
+
+
+def load_before_backend(rev):
+    """HFBackend as tpt/backends/hf_backend.py was at git revision `rev`."""
+    import importlib.util
+    import tempfile
+
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    text = subprocess.run(["git", "-C", root, "show", f"{rev}:tpt/backends/hf_backend.py"], capture_output=True,
+                          text=True, check=True).stdout
+    path = os.path.join(tempfile.mkdtemp(), f"hf_backend_{rev}.py")
+    with open(path, "w") as f:
+        f.write(text)
+    spec = importlib.util.spec_from_file_location(f"hf_backend_{rev}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.HFBackend
+
+
+def demo_eval_run(args):
+    """One --demo_eval run in this process: the bound, then the demo's Eval on the first --questions questions."""
+    import torch
+
+    from tpt.backends import EngineConfig, question_seeds, questions_per_call
+    from tpt.backends.hf_backend import HFBackend
+    from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, make_gym_split
+    from tpt.generate import load_tokenizer, plan_batches
+    from tpt.models import load_generation_config, resolve_model, stop_token_ids
+    from tpt.prompt import encode_prompt, shared_prompt_ids
+
+    kind, dtype, code = args.demo_run.split(",")
+    bound = matmul_bound()
+    path = resolve_model("smollm2-135m")
+    tokenizer = load_tokenizer(path)
+    test = make_gym_split(DEMO_TASK, 400, 200, 1, 1_000_000, DEMO_TASK_CONFIG)[1][: args.questions]
+    prompts = [encode_prompt(tokenizer, q["question"]) for q in test]
+    stop_ids = stop_token_ids(tokenizer, load_generation_config(path))
+    prefix = shared_prompt_ids(tokenizer)
+    if code == "after":
+        backend = HFBackend(path, tokenizer, stop_ids,
+                            EngineConfig(dtype=dtype, max_model_len=1024, batch_size=args.batch_size, template="tpt"))
+    else:  # the backend before the engine settings became one object takes them as keywords
+        backend = load_before_backend(args.before)(path, tokenizer, stop_ids, dtype=dtype, max_model_len=1024,
+                                                   batch_size=args.batch_size)
+    backend.generate(prompts[:1], 1, 0.7, 1.0, 4, seeds=[0])  # warm-up (and the prefix's one prefill)
+    num_samples, generated = 4, 0
+    t0 = time.time()
+    for batch in plan_batches(prompts, questions_per_call("hf", num_samples, args.batch_size)):
+        results = backend.generate([prompts[i] for i in batch], num_samples, 0.7, 1.0, args.max_tokens,
+                                   seeds=question_seeds(0, [test[i]["idt"] for i in batch]))
+        generated += sum(s["num_tokens"] for r in results for s in r)
+    seconds = time.time() - t0
+
+    def shared(p):
+        n = 0
+        while n < min(len(p) - 1, len(prefix)) and p[n] == prefix[n]:
+            n += 1
+        return n
+
+    prompt_tokens = sum(len(p) for p in prompts)
+    run_tokens = prompt_tokens - (sum(shared(p) for p in prompts) if code == "after" else 0)
+    top = bound["2048x2048x2048"]
+    return {
+        "kind": kind, "dtype": dtype, "code": code, "capability": torch.backends.cpu.get_cpu_capability(),
+        "bound_gflops": bound, "bound_model_tokens_per_s": top / GFLOP_PER_TOKEN,
+        "questions": len(prompts), "samples": len(prompts) * num_samples, "prompt_tokens": prompt_tokens,
+        "prompt_tokens_run": run_tokens, "generated_tokens": generated, "seconds": seconds,
+        "model_tokens_per_s": (prompt_tokens + generated) / seconds,
+        "run_tokens_per_s": (run_tokens + generated) / seconds,
+        "generated_tokens_per_s": generated / seconds,
+        "share_of_bound": (run_tokens + generated) / seconds * GFLOP_PER_TOKEN / top,
+    }
+
+
+def demo_eval(args):
+    """--demo_eval: fresh-process runs, interleaved within each repeat; medians per (kind, dtype, code)."""
+    combos = []
+    for kind in [k for k in args.kinds.split(",") if k]:
+        for dtype in [d for d in args.dtypes.split(",") if d]:
+            if kind == "avx2" and dtype == "bfloat16":
+                continue  # no bf16 units on an AVX2-only CPU: --dtype auto is float32 there
+            combos += [(kind, dtype, code) for code in (["after", "before"] if args.before else ["after"])]
+    load_at_start, runs = os.getloadavg(), {c: [] for c in combos}
+    for r in range(args.repeats):
+        for combo in combos:
+            cmd = [sys.executable, os.path.abspath(__file__), "--demo_run", ",".join(combo), "--questions",
+                   str(args.questions), "--batch_size", str(args.batch_size), "--max_tokens", str(args.max_tokens),
+                   "--before", args.before] + (["--threads", str(args.threads)] if args.threads else [])
+            out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **KINDS[combo[0]]})
+            if out.returncode:
+                raise SystemExit(f"error: run {combo} failed:\n{out.stderr[-3000:]}")
+            runs[combo].append(json.loads(out.stdout.strip().splitlines()[-1]))
+            run = runs[combo][-1]
+            print(f"repeat {r + 1} {' '.join(combo)}: bound {run['bound_gflops']['2048x2048x2048']:.1f} GFLOP/s, "
+                  f"model {run['model_tokens_per_s']:.1f} tok/s, run {run['run_tokens_per_s']:.1f}, generated "
+                  f"{run['generated_tokens_per_s']:.1f}, share {run['share_of_bound']:.2f}", flush=True)
+    keys = ("model_tokens_per_s", "run_tokens_per_s", "generated_tokens_per_s", "share_of_bound",
+            "bound_model_tokens_per_s")
+    medians = {" ".join(c): {k: statistics.median(run[k] for run in v) for k in keys} | {
+        "bound_gflops": {s: statistics.median(run["bound_gflops"][s] for run in v) for s in v[0]["bound_gflops"]},
+        "capability": v[0]["capability"]} for c, v in runs.items()}
+    ratios = {}
+    for kind, dtype, code in combos:  # after / before, each repeat's pair, then the median
+        if code == "before":
+            pairs = zip(runs[(kind, dtype, "after")], runs[(kind, dtype, "before")])
+            ratios[f"{kind} {dtype}"] = {k: statistics.median(a[k] / b[k] for a, b in pairs)
+                                         for k in ("model_tokens_per_s", "generated_tokens_per_s")}
+            ratios[f"{kind} {dtype}"]["seconds_before_over_after"] = statistics.median(
+                b["seconds"] / a["seconds"] for a, b in zip(runs[(kind, dtype, "after")], runs[(kind, dtype, "before")]))
+    from tpt.device import cpu_has_bf16
+
+    result = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "peak_memory_only", "demo_run")},
+              "cpu_count": os.cpu_count(), "cpu_has_bf16": cpu_has_bf16(), "load_average_at_start": load_at_start,
+              "load_average_at_end": os.getloadavg(), "medians": medians, "after_over_before": ratios,
+              "runs": {" ".join(c): v for c, v in runs.items()}}
+    print(json.dumps({k: result[k] for k in ("load_average_at_start", "load_average_at_end", "medians",
+                                             "after_over_before")}, indent=2))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
 
 
 def load_prompts(args):
@@ -152,6 +316,12 @@ def main():
         import torch
 
         torch.set_num_threads(args.threads)
+    if args.demo_run:
+        print(json.dumps(demo_eval_run(args)))
+        return
+    if args.demo_eval:
+        demo_eval(args)
+        return
     path, tokenizer, prompts = load_prompts(args)
     dtypes = [d for d in args.dtypes.split(",") if d]
     ignore_eos = not args.natural_stops

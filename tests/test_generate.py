@@ -352,13 +352,53 @@ def test_dtype_auto_follows_what_the_cpu_reports():
             if line.startswith("flags"):
                 flags = set(line.split(":", 1)[1].split())
                 break
-    if flags and ("avx2" in flags or "avx512f" in flags):  # an x86 CPU
-        assert cpu_has_bf16() == bool(flags & {"avx512_bf16", "amx_bf16"})
+    if flags and ("avx2" in flags or "avx512f" in flags):  # an x86 CPU: the units, and torch allowed to use them
+        allowed = torch.backends.cpu.get_cpu_capability().startswith("AVX512")
+        assert cpu_has_bf16() == (allowed and bool(flags & {"avx512_bf16", "amx_bf16"}))
     assert auto_dtype("cpu") == ("bfloat16" if cpu_has_bf16() else "float32")
     assert torch_dtype("auto", "cpu") == getattr(torch, auto_dtype("cpu"))
     assert torch_dtype("float32", "cpu") == torch.float32  # an explicit choice is kept
     with pytest.raises(ValueError, match="unknown dtype"):
         torch_dtype("int8", "cpu")
+
+
+KERNEL_CAPS = [
+    # (environment, --dtype auto on the CPU): kernels held below AVX-512 never get bf16, whatever the CPU has
+    ({"ATEN_CPU_CAPABILITY": "avx2"}, "float32"),  # torch's own kernels at AVX2 (it then reports AVX2)
+    ({"ONEDNN_MAX_CPU_ISA": "AVX2"}, "float32"),  # oneDNN, which runs bf16 matmuls, capped at AVX2
+    ({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_ENABLE_INSTRUCTIONS": "AVX2"}, "float32"),
+    ({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, None),  # a cap that keeps the bf16 instructions: as uncapped
+]
+
+
+@pytest.mark.parametrize("env,expected", KERNEL_CAPS)
+def test_dtype_auto_respects_kernel_caps(env, expected):
+    from tpt.device import auto_dtype
+
+    code = "from tpt.device import auto_dtype; print(auto_dtype('cpu'))"
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                         env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == (expected or auto_dtype("cpu"))
+
+
+def test_shared_prompt_prefix_changes_no_sample(hf32):
+    from tpt.backends import EngineConfig, load_backend
+
+    backend, tokenizer, prompts = hf32
+    assert backend.prompt_prefix == []  # no template given: every prompt prefilled whole
+    shared = load_backend("hf", backend.model.name_or_path, tokenizer,
+                          EngineConfig(dtype="float32", batch_size=3, template="tpt"))
+    prefix = shared.prompt_prefix  # the tpt template's opening: the GSM8K prompts share it, "plain" ones less
+    assert len(prefix) > 40 and prompts[1][: len(prefix)] == prefix
+    seeds = question_seeds(2, range(len(prompts)))
+    # greedy and sampled, the prompts that start with the prefix and those that share only the chat opening
+    for temperature in (0.0, 0.8):
+        assert shared.generate(prompts, 2, temperature, 1.0, 12, seeds=seeds) == \
+            backend.generate(prompts, 2, temperature, 1.0, 12, seeds=seeds)
+    # a prompt that is the prefix and one token more still runs its last token
+    assert shared.generate([prefix + [prompts[1][len(prefix)]]], 1, 0.0, 1.0, 4, seeds=[0]) == \
+        backend.generate([prefix + [prompts[1][len(prefix)]]], 1, 0.0, 1.0, 4, seeds=[0])
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):

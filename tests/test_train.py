@@ -380,3 +380,25 @@ def test_one_process_per_gpu(n_gpu, fails):
             check_one_process_per_gpu(n_gpu)
     else:
         check_one_process_per_gpu(n_gpu)
+
+
+EVAL_INTERVALS = [
+    # (flags, examples, (eval_steps, save_steps) as whole steps)
+    ({}, 300, (10, 10)),  # 38 steps (300 traces, batch 2 x 4): a quarter of the run, rounded up
+    ({"max_steps": 2}, 300, (2, 2)),  # a 2-step run: once, at its end, not at every step
+    ({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_train_epochs": 2}, 22, (3, 3)),
+    # the demo's batches: 6 steps an epoch x 2 = 12, a quarter is 3; 14 traces: 4 x 2 = 8 steps, the shortest at 0.25
+    ({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_train_epochs": 2}, 14, (2, 2)),
+    ({"per_device_train_batch_size": 4, "gradient_accumulation_steps": 1, "num_train_epochs": 1}, 14, (4, 4)),
+    ({"eval_steps": 5, "save_steps": 0.5}, 300, (5, 19)),  # whole steps stay as given; each fraction on its own
+]
+
+
+@pytest.mark.parametrize("flags,examples,expected", EVAL_INTERVALS)
+def test_fractional_intervals_become_whole_steps(tmp_path, flags, examples, expected):
+    from tpt.train_args import TrainConfig
+    from tpt.train import optimizer_steps, spread_intervals
+
+    config = TrainConfig(output_dir=str(tmp_path / "out"), report_to="none", **flags)
+    spread_intervals(config, optimizer_steps(config, examples))
+    assert (config.eval_steps, config.save_steps) == expected

@@ -1,15 +1,27 @@
 """What the machine's processor can do, from what torch reports about it (never from model or machine names)."""
+import os
 import platform
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) that still include the AVX-512 BF16 (or AMX) instructions.
+ONEDNN_BF16_ISAS = {"ALL", "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX",
+                    "AVX512_CORE_AMX", "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512",
+                    "AVX10_2_512_AMX_2"}
 
 
 def cpu_has_bf16():
     """True when the CPU multiplies bfloat16 matrices in hardware (x86: AVX-512 BF16 or AMX tiles; Arm: the BF16
-    extension, as oneDNN reports it). Without such units torch emulates bf16 matmuls, slower than float32."""
+    extension, as oneDNN reports it) and torch's kernels may use those units. Without them torch emulates bf16
+    matmuls, slower than float32: so also False when torch runs below AVX-512 (ATEN_CPU_CAPABILITY=avx2 or a
+    build without it) or oneDNN is capped below its bf16 instructions (ONEDNN_MAX_CPU_ISA=AVX2)."""
     import torch
 
     if platform.machine().lower() in ("x86_64", "amd64", "i686", "i386"):
+        if not torch.backends.cpu.get_cpu_capability().startswith("AVX512"):
+            return False
+        isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
+        if isa not in ONEDNN_BF16_ISAS:
+            return False
         # oneDNN's own bf16 flag is also true on AVX-512 CPUs that only emulate bf16, so ask for the instructions.
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

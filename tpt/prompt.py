@@ -103,6 +103,16 @@ def encode_prompt(tokenizer, question, template="tpt", hint=None):
     return tokenizer(build_prompt(tokenizer, question, template, hint), add_special_tokens=False)["input_ids"]
 
 
+def shared_prompt_ids(tokenizer, template="tpt"):
+    """Token ids every prompt of `template` starts with: the chat template's opening and the template's words
+    before {question} (the common start of two prompts that differ only in their question)."""
+    first, second = encode_prompt(tokenizer, "0", template), encode_prompt(tokenizer, "x", template)
+    shared = 0
+    while shared < min(len(first), len(second)) and first[shared] == second[shared]:
+        shared += 1
+    return first[:shared]
+
+
 # A hinted trace that says it was told the answer teaches the model to cite a hint Train never shows it.
 _LEANS_ON_HINT_RE = re.compile(
     r"\bhint(?:s|ed)?\b"

@@ -13,6 +13,7 @@ every checkpoint, so it keeps its module); the traces become checked examples in
 assumes one process: every rank runs the same code on the same data (the W&B login is checked once, on the main
 process, and the answer shared; the fingerprint is the same on every rank); only the main process prints and writes.
 """
+import math
 import netrc
 import os
 import shutil
@@ -181,6 +182,25 @@ def configure(training_args, work_dir, output_dir, has_eval, load_kwargs):
     return max_length
 
 
+def optimizer_steps(training_args, num_examples):
+    """Optimizer steps the run will take (transformers' count: a partial accumulation still steps)."""
+    if training_args.max_steps > 0:
+        return training_args.max_steps
+    batches = math.ceil(num_examples / (training_args.per_device_train_batch_size * training_args.world_size))
+    per_epoch = max(1, math.ceil(batches / training_args.gradient_accumulation_steps))
+    return math.ceil(per_epoch * training_args.num_train_epochs)
+
+
+def spread_intervals(training_args, steps):
+    """--eval_steps / --save_steps given as a fraction of the run (below 1) become whole steps, in place; a run too
+    short for two steps between them (at 0.25: under 8 steps) evaluates and checkpoints once, at its end, instead of
+    at every step (an evaluation costs a third of a training pass over as many traces)."""
+    for name in ("eval_steps", "save_steps"):
+        fraction = getattr(training_args, name)
+        if fraction is not None and 0 < fraction < 1:
+            setattr(training_args, name, steps if steps < 2 / fraction else math.ceil(fraction * steps))
+
+
 def find_checkpoint(resume, work_dir):
     """The checkpoint folder to resume from: None, a given folder, or 'last' = the newest one in work_dir."""
     if resume is None:
@@ -263,6 +283,7 @@ def fit(train_records, eval_records, script_args, training_args, model_args):
         trainer.eval_dataset, _ = prepare_examples(
             trainer.eval_dataset, tokenizer, eval_records, template, eot_id, max_length, "eval"
         )
+    spread_intervals(training_args, optimizer_steps(training_args, len(trainer.train_dataset)))
     attention = trainer.accelerator.unwrap_model(trainer.model).config._attn_implementation
     if trainer.accelerator.is_main_process:
         print(f"train: {len(trainer.train_dataset)} traces ({dropped} longer than --max_length {max_length} left out), "
@@ -289,7 +310,9 @@ def fit(train_records, eval_records, script_args, training_args, model_args):
         "best_checkpoint": trainer.state.best_model_checkpoint if training_args.load_best_model_at_end else None,
         "train_tokens": int(tokens),
         "tokens_per_second": (tokens - tokens_before) / runtime if runtime else None,  # this launch only
-        "train_runtime_seconds": runtime,
+        "train_runtime_seconds": runtime,  # evaluations included
+        "evaluations": sum("eval_runtime" in entry for entry in trainer.state.log_history),
+        "eval_seconds": sum(entry.get("eval_runtime", 0.0) for entry in trainer.state.log_history),
         "resumed_from": checkpoint,
     }
     return TrainedRun(trainer, model_path, eot_id, dtype, work_dir, fields)

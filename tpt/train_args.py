@@ -44,7 +44,8 @@ class TrainConfig(SFTConfig):
     learning_rate: float = field(default=1e-6, metadata={"help": "peak learning rate (the paper's)"})
     num_train_epochs: float = field(default=1.0, metadata={"help": "passes over the train traces"})
     per_device_train_batch_size: int = field(default=2, metadata={"help": "traces per micro-batch per process"})
-    per_device_eval_batch_size: int = field(default=2, metadata={"help": "traces per eval batch per process"})
+    per_device_eval_batch_size: int = field(
+        default=8, metadata={"help": "traces per eval batch per process (no gradients: larger than the train batch)"})
     gradient_accumulation_steps: int = field(default=4, metadata={"help": "micro-batches per optimizer step"})
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "any transformers scheduler name"})
     warmup_ratio: float | None = field(
@@ -62,7 +63,8 @@ class TrainConfig(SFTConfig):
                                 "non_padding)"})
     eval_strategy: str = field(default="steps", metadata={"help": "'steps' (off without eval traces), 'epoch', 'no'"})
     eval_steps: float | None = field(
-        default=0.25, metadata={"help": "eval loss every N optimizer steps; below 1: a fraction of the run"})
+        default=0.25, metadata={"help": "eval loss every N optimizer steps; below 1: a fraction of the run (a run "
+                                "too short for two steps between evaluations evaluates once, at its end)"})
     save_steps: float = field(
         default=0.25, metadata={"help": "checkpoint into OUTPUT_DIR.work/ every N steps; below 1: a fraction of the run"})
     save_total_limit: int | None = field(default=2, metadata={"help": "checkpoints kept (and the best one)"})

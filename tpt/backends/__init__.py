@@ -132,6 +132,7 @@ class EngineConfig:
     trust_remote_code: bool = False
     seed: int = 0
     attn_implementation: str | None = None  # transformers
+    template: str | None = None  # transformers: the prompts' template, whose shared opening is prefilled once
 
 
 def load_backend(name, model_path, tokenizer, engine=EngineConfig()):

@@ -4,8 +4,11 @@
 (SlotCache): a step writes one key/value per row in place instead of copying the cache, and attends only up to
 the longest live row. A row that finishes is refilled at once from the queue of waiting sequences, so the batch
 never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
-prefilled once and its cache copied to the rows of its samples. Each sequence samples with its own generator,
-seeded with its question's seed + its sample index, so a sample does not depend on which row or batch it ran in.
+prefilled once and its cache copied to the rows of its samples; the opening every prompt of the run's template
+shares (the chat template's system turn and the template's words before the question: tpt.prompt.shared_prompt_ids)
+is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. Each
+sequence samples with its own generator, seeded with its question's seed + its sample index, so a sample does not
+depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
 from collections import deque
@@ -13,6 +16,7 @@ from collections import deque
 from transformers import Cache
 
 from tpt.device import torch_dtype
+from tpt.prompt import shared_prompt_ids
 
 
 SLOT_ATTENTION = "tpt_slot_sdpa"
@@ -48,7 +52,7 @@ class HFBackend:
 
     def __init__(self, model_path, tokenizer, stop_ids, engine):
         """engine: tpt.backends.EngineConfig's fields (dtype, max_model_len, batch_size, trust_remote_code,
-        attn_implementation are read)."""
+        attn_implementation, template are read)."""
         dtype, max_model_len, batch_size = engine.dtype, engine.max_model_len, engine.batch_size
         trust_remote_code, attn_implementation = engine.trust_remote_code, engine.attn_implementation
         import torch
@@ -71,6 +75,9 @@ class HFBackend:
         self.stop_ids = list(stop_ids)
         self.max_model_len = max_model_len
         self.batch_size = max(1, int(batch_size))
+        # Fixed per backend, never taken from a call's prompts: a prompt's cache then depends on that prompt alone.
+        self.prompt_prefix = shared_prompt_ids(tokenizer, engine.template) if engine.template else []
+        self._prefix_kv = None
 
     def _token_budget(self, prompt_len, max_tokens):
         """New tokens a prompt may get: max_tokens, and never past max_model_len (vLLM's rule)."""
@@ -150,14 +157,35 @@ class HFBackend:
         return results
 
     def _prefill(self, prompt):
-        """(logits of the prompt's last position, the prompt's keys/values): one forward pass over the prompt."""
+        """(logits of the prompt's last position, the prompt's keys/values): the keys/values of the part it shares
+        with prompt_prefix from the one prefill of that prefix, then one forward pass over the rest."""
         import torch
         from transformers import DynamicCache
 
+        shared = 0
+        limit = min(len(prompt) - 1, len(self.prompt_prefix))  # the last token is always run: its logits are needed
+        while shared < limit and prompt[shared] == self.prompt_prefix[shared]:
+            shared += 1
         prompt_cache = DynamicCache(config=self.model.config)
-        out = self.model(input_ids=torch.tensor([prompt], device=self.device), past_key_values=prompt_cache,
+        if shared:
+            # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
+            for layer, (k, v) in enumerate(self._prefix_cache()):
+                prompt_cache.update(k[None, :, :shared], v[None, :, :shared], layer)
+        out = self.model(input_ids=torch.tensor([prompt[shared:]], device=self.device), past_key_values=prompt_cache,
                          use_cache=True, logits_to_keep=1)
         return out.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]
+
+    def _prefix_cache(self):
+        """Per layer (keys, values) of prompt_prefix, [kv heads, prefix length, head dim]: one forward pass, once."""
+        import torch
+        from transformers import DynamicCache
+
+        if self._prefix_kv is None:
+            cache = DynamicCache(config=self.model.config)
+            self.model(input_ids=torch.tensor([self.prompt_prefix], device=self.device), past_key_values=cache,
+                       use_cache=True, logits_to_keep=1)
+            self._prefix_kv = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+        return self._prefix_kv
 
     def close(self):
         self.model = None
