@@ -113,11 +113,19 @@ def load_before_backend(rev):
     return module.HFBackend
 
 
+def sample(backend, code, prompts, sampling, seeds):
+    """One generate call; the backend before the sampling settings became one object takes them one by one."""
+    if code == "after":
+        return backend.generate(prompts, sampling, seeds)
+    return backend.generate(prompts, sampling.num_samples, sampling.temperature, sampling.top_p, sampling.max_tokens,
+                            seeds)
+
+
 def demo_eval_run(args):
     """One --demo_eval run in this process: the bound, then the demo's Eval on the first --questions questions."""
     import torch
 
-    from tpt.backends import EngineConfig, question_seeds, questions_per_call
+    from tpt.backends import EngineConfig, Sampling, question_seeds, questions_per_call
     from tpt.backends.hf_backend import HFBackend
     from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, make_gym_split
     from tpt.generate import load_tokenizer, plan_batches
@@ -138,12 +146,12 @@ def demo_eval_run(args):
     else:  # the backend before the engine settings became one object takes them as keywords
         backend = load_before_backend(args.before)(path, tokenizer, stop_ids, dtype=dtype, max_model_len=1024,
                                                    batch_size=args.batch_size)
-    backend.generate(prompts[:1], 1, 0.7, 1.0, 4, seeds=[0])  # warm-up (and the prefix's one prefill)
+    sample(backend, code, prompts[:1], Sampling(1, 0.7, 1.0, 4), [0])  # warm-up (and the prefix's one prefill)
     num_samples, generated = 4, 0
     t0 = time.time()
     for batch in plan_batches(prompts, questions_per_call("hf", num_samples, args.batch_size)):
-        results = backend.generate([prompts[i] for i in batch], num_samples, 0.7, 1.0, args.max_tokens,
-                                   seeds=question_seeds(0, [test[i]["idt"] for i in batch]))
+        results = sample(backend, code, [prompts[i] for i in batch], Sampling(num_samples, 0.7, 1.0, args.max_tokens),
+                         question_seeds(0, [test[i]["idt"] for i in batch]))
         generated += sum(s["num_tokens"] for r in results for s in r)
     seconds = time.time() - t0
 
@@ -229,13 +237,13 @@ def load_prompts(args):
 
 
 def hf_rate(path, tokenizer, prompts, num_samples, batch_size, max_tokens, dtype, ignore_eos=True):
-    from tpt.backends import EngineConfig, load_backend, question_seeds
+    from tpt.backends import EngineConfig, Sampling, load_backend, question_seeds
 
     backend = load_backend("hf", path, tokenizer, EngineConfig(dtype=dtype, batch_size=batch_size))
-    backend.generate(prompts[:1], 1, 0.8, 1.0, 4, seeds=[0])  # warm-up
+    backend.generate(prompts[:1], Sampling(1, 0.8, 1.0, 4), seeds=[0])  # warm-up
     t0 = time.time()
-    results = backend.generate(prompts, num_samples, 0.8, 1.0, max_tokens,
-                               seeds=question_seeds(1, range(len(prompts))), ignore_eos=ignore_eos)
+    results = backend.generate(prompts, Sampling(num_samples, 0.8, 1.0, max_tokens, ignore_eos=ignore_eos),
+                               question_seeds(1, range(len(prompts))))
     seconds = time.time() - t0
     return sum(s["num_tokens"] for r in results for s in r) / seconds
 

@@ -46,7 +46,7 @@ def build_parser():
 
 
 def run_mode(args):
-    from tpt.backends import EngineConfig, load_backend, question_seeds
+    from tpt.backends import EngineConfig, Sampling, load_backend, question_seeds
     from tpt.generate import load_tokenizer
     from tpt.io import read_questions
     from tpt.models import resolve_model
@@ -65,10 +65,10 @@ def run_mode(args):
     n, tokens = args.num_samples, args.max_tokens
     t0 = time.time()
     if args.mode == "original":  # the whole question set once per e-file, n=1
-        runs = [backend.generate(prompts, 1, 0.8, 1.0, tokens, [s + j for s in seeds], ignore_eos=True)
+        runs = [backend.generate(prompts, Sampling(1, 0.8, 1.0, tokens, ignore_eos=True), [s + j for s in seeds])
                 for j in range(n)]
     else:  # one request per question with n=N: each prompt is prefilled once
-        runs = [backend.generate(prompts, n, 0.8, 1.0, tokens, seeds, ignore_eos=True)]
+        runs = [backend.generate(prompts, Sampling(n, 0.8, 1.0, tokens, ignore_eos=True), seeds=seeds)]
     seconds = time.time() - t0
     backend.close()
     generated = sum(s["num_tokens"] for run in runs for per_question in run for s in per_question)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tpt.backends import question_seeds
+from tpt.backends import Sampling, question_seeds
 
 from tests.conftest import GSM8K, PYTHON, ROOT
 
@@ -240,7 +240,7 @@ def test_continuous_batching_greedy_equals_one_sequence_at_a_time(hf32):
     import torch
 
     backend, tokenizer, prompts = hf32
-    out = backend.generate(prompts, 2, 0.0, 1.0, 20, seeds=question_seeds(0, range(4)))  # 8 sequences, 3 rows
+    out = backend.generate(prompts, Sampling(2, 0.0, 1.0, 20), seeds=question_seeds(0, range(4)))  # 8 sequences, 3 rows
     reasons = set()
     for prompt, samples in zip(prompts, out):
         # the reference: transformers' own generate, this prompt alone, greedy
@@ -270,10 +270,10 @@ SAME_QUESTION_ELSEWHERE = [
 def test_samples_depend_on_seed_question_and_index_only(hf32, batch_size, qnums):
     backend, _, prompts = hf32
     # 4 questions x 2 samples = 8 sequences through 3 rows
-    first = dict(zip(range(4), backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(5, range(4)))))
+    first = dict(zip(range(4), backend.generate(prompts, Sampling(2, 0.8, 0.95, 8), seeds=question_seeds(5, range(4)))))
     backend.batch_size = batch_size
     try:
-        out = backend.generate([prompts[q] for q in qnums], 2, 0.8, 0.95, 8, seeds=question_seeds(5, qnums))
+        out = backend.generate([prompts[q] for q in qnums], Sampling(2, 0.8, 0.95, 8), seeds=question_seeds(5, qnums))
     finally:
         backend.batch_size = 3
     assert dict(zip(qnums, out)) == {q: first[q] for q in qnums}
@@ -281,27 +281,28 @@ def test_samples_depend_on_seed_question_and_index_only(hf32, batch_size, qnums)
 
 def test_another_seed_gives_other_samples(hf32):
     backend, _, prompts = hf32
-    five = backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(5, range(4)))
-    assert backend.generate(prompts, 2, 0.8, 0.95, 8, seeds=question_seeds(6, range(4))) != five
+    five = backend.generate(prompts, Sampling(2, 0.8, 0.95, 8), seeds=question_seeds(5, range(4)))
+    assert backend.generate(prompts, Sampling(2, 0.8, 0.95, 8), seeds=question_seeds(6, range(4))) != five
 
 
 def test_token_budget_and_ignore_eos(hf32):
     backend, _, prompts = hf32
     short = prompts[0]  # "What is 7 + 1? ...": the model answers and stops well within 40 tokens
-    stopped = backend.generate([short], 1, 0.0, 1.0, 40, seeds=question_seeds(0, [0]))[0][0]
+    stopped = backend.generate([short], Sampling(1, 0.0, 1.0, 40), seeds=question_seeds(0, [0]))[0][0]
     assert stopped["finish_reason"] == "stop" and stopped["num_tokens"] < 40
     # ignore_eos: no end token, exactly max_tokens
-    forced = backend.generate([short], 2, 0.8, 1.0, 40, seeds=[0], ignore_eos=True)[0]
+    forced = backend.generate([short], Sampling(2, 0.8, 1.0, 40, ignore_eos=True), seeds=[0])[0]
     assert [(s["finish_reason"], s["num_tokens"]) for s in forced] == [("length", 40)] * 2
     old = backend.max_model_len
     try:
         # max_model_len leaves 3 tokens after the prompt: at most 3 new tokens, cut as 'length'
         backend.max_model_len = len(prompts[1]) + 3
-        capped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=question_seeds(0, [1]))[0][0]
+        capped = backend.generate([prompts[1]], Sampling(1, 0.0, 1.0, 40), seeds=question_seeds(0, [1]))[0][0]
         assert (capped["finish_reason"], capped["num_tokens"]) == ("length", 3)
         # a prompt that fills max_model_len gets nothing, and its neighbours are unaffected
         backend.max_model_len = len(prompts[0])
-        empty, other = backend.generate([prompts[1], prompts[0]], 1, 0.0, 1.0, 40, seeds=question_seeds(0, range(2)))
+        empty, other = backend.generate([prompts[1], prompts[0]], Sampling(1, 0.0, 1.0, 40),
+                                        seeds=question_seeds(0, range(2)))
         assert empty[0] == {"text": "", "finish_reason": "length", "num_tokens": 0}
         assert other[0]["finish_reason"] in ("stop", "length") and other[0]["num_tokens"] >= 0
     finally:
@@ -319,7 +320,7 @@ STOP_CASES = [
 @pytest.fixture(scope="module")
 def free_reply(hf32):
     backend, _, prompts = hf32
-    return backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=[0])[0][0]  # a GSM8K question: runs to 40
+    return backend.generate([prompts[1]], Sampling(1, 0.0, 1.0, 40), seeds=[0])[0][0]  # a GSM8K question: runs to 40
 
 
 @pytest.mark.parametrize("case", STOP_CASES)
@@ -333,7 +334,7 @@ def test_stop_strings_end_the_reply_and_cut_it(hf32, free_reply, case):
     stop = {"first_space_word": " " + text.split()[3] + " ", "newline": "\n", "never_written": "Question:"}[case]
     if case == "newline":
         assert "\n" in text.strip()  # the free reply writes one, so the case tests something
-    stopped = backend.generate([prompts[1]], 1, 0.0, 1.0, 40, seeds=[0], stop=[stop])[0][0]
+    stopped = backend.generate([prompts[1]], Sampling(1, 0.0, 1.0, 40, stop=[stop]), seeds=[0])[0][0]
     assert stopped["text"] == cut_at_stop(text, [stop])[0] == text.split(stop)[0]
     if case == "never_written":
         assert stopped == free
@@ -394,11 +395,11 @@ def test_shared_prompt_prefix_changes_no_sample(hf32):
     seeds = question_seeds(2, range(len(prompts)))
     # greedy and sampled, the prompts that start with the prefix and those that share only the chat opening
     for temperature in (0.0, 0.8):
-        assert shared.generate(prompts, 2, temperature, 1.0, 12, seeds=seeds) == \
-            backend.generate(prompts, 2, temperature, 1.0, 12, seeds=seeds)
+        assert shared.generate(prompts, Sampling(2, temperature, 1.0, 12), seeds=seeds) == \
+            backend.generate(prompts, Sampling(2, temperature, 1.0, 12), seeds=seeds)
     # a prompt that is the prefix and one token more still runs its last token
-    assert shared.generate([prefix + [prompts[1][len(prefix)]]], 1, 0.0, 1.0, 4, seeds=[0]) == \
-        backend.generate([prefix + [prompts[1][len(prefix)]]], 1, 0.0, 1.0, 4, seeds=[0])
+    assert shared.generate([prefix + [prompts[1][len(prefix)]]], Sampling(1, 0.0, 1.0, 4), seeds=[0]) == \
+        backend.generate([prefix + [prompts[1][len(prefix)]]], Sampling(1, 0.0, 1.0, 4), seeds=[0])
 
 
 def test_bfloat16_samples_repeat_per_seed(hf32):
@@ -407,6 +408,6 @@ def test_bfloat16_samples_repeat_per_seed(hf32):
     _, tokenizer, prompts = hf32
     backend = load_backend("hf", hf32[0].model.name_or_path, tokenizer, EngineConfig(dtype="bfloat16", batch_size=3))
     assert backend.dtype == __import__("torch").bfloat16
-    a = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
-    b = backend.generate(prompts, 2, 0.8, 1.0, 8, seeds=question_seeds(3, range(len(prompts))))
+    a = backend.generate(prompts, Sampling(2, 0.8, 1.0, 8), seeds=question_seeds(3, range(len(prompts))))
+    b = backend.generate(prompts, Sampling(2, 0.8, 1.0, 8), seeds=question_seeds(3, range(len(prompts))))
     assert a == b

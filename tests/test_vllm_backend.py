@@ -23,7 +23,7 @@ import subprocess
 
 import pytest
 
-from tpt.backends import question_seeds
+from tpt.backends import Sampling, question_seeds
 
 from tests.conftest import GSM8K, PYTHON, ROOT
 
@@ -165,8 +165,8 @@ def test_sampling_arguments_bind_and_pass_vllms_validation(temperature, num_samp
 
     from tpt.backends.vllm_backend import sampling_kwargs, tokens_prompt
 
-    kwargs = sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed=11, stop_ids=[2],
-                             ignore_eos=ignore_eos)
+    kwargs = sampling_kwargs(Sampling(num_samples, temperature, top_p, max_tokens, ignore_eos=ignore_eos), seed=11,
+                             stop_ids=[2])
     inspect.signature(SamplingParams).bind(**kwargs)
     params = SamplingParams(**kwargs)  # SamplingParams' own checks (greedy n, top_p range, ...)
     assert params.max_tokens == max_tokens
@@ -184,7 +184,7 @@ def test_aborted_or_failed_request_is_an_error_not_a_sample(model, gpus, monkeyp
     monkeypatch.setenv("TPT_DOUBLE_FINISH", reason)
     with engine(model) as be:
         with pytest.raises(Exception) as failure:
-            be.generate(prompts(model), 2, 0.8, 1.0, 16, seeds=question_seeds(0, range(len(prompts(model)))))
+            be.generate(prompts(model), Sampling(2, 0.8, 1.0, 16), seeds=question_seeds(0, range(len(prompts(model)))))
     assert isinstance(failure.value, DataError) and f"finished with {reason!r}" in str(failure.value)
 
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tpt.backends import question_seeds
+from tpt.backends import Sampling, question_seeds
 
 from tests.conftest import GSM8K, PYTHON, ROOT
 
@@ -87,9 +87,9 @@ def test_greedy_matches_transformers_token_for_token(model, engine):
 
     prompts = gsm8k_prompts(model, 3)
     # three greedy samples: vLLM refuses n > 1 at temperature 0, the adapter decodes one and copies it
-    ours = engine.generate(prompts, 3, 0.0, 1.0, 32, seeds=seeds_of(0, 3))
+    ours = engine.generate(prompts, Sampling(3, 0.0, 1.0, 32), seeds=seeds_of(0, 3))
     hf = load_backend("hf", model[0], model[1], EngineConfig(dtype="float32", batch_size=3))
-    theirs = hf.generate(prompts, 1, 0.0, 1.0, 32, seeds=seeds_of(0, 3))
+    theirs = hf.generate(prompts, Sampling(1, 0.0, 1.0, 32), seeds=seeds_of(0, 3))
     for mine, reference in zip(ours, theirs):
         assert mine == [reference[0]] * 3
 
@@ -101,7 +101,7 @@ def sixteen_by_four(model, engine):
     engine."""
     prompts = gsm8k_prompts(model, 16)
     assert 4 * sum(len(p) for p in prompts) > 4096
-    return prompts, engine.generate(prompts, 4, 0.8, 1.0, 128, seeds=seeds_of(3, 16))
+    return prompts, engine.generate(prompts, Sampling(4, 0.8, 1.0, 128), seeds=seeds_of(3, 16))
 
 
 @pytest.mark.parametrize("picked", [
@@ -112,7 +112,7 @@ def sixteen_by_four(model, engine):
 def test_seeded_samples_are_the_same_whichever_call_a_question_lands_in(engine, sixteen_by_four, picked):
     prompts, whole = sixteen_by_four
     seeds = seeds_of(3, 16)
-    again = engine.generate([prompts[i] for i in picked], 4, 0.8, 1.0, 128, seeds=[seeds[i] for i in picked])
+    again = engine.generate([prompts[i] for i in picked], Sampling(4, 0.8, 1.0, 128), seeds=[seeds[i] for i in picked])
     assert again == [whole[i] for i in picked]
 
 
@@ -120,10 +120,10 @@ def test_sample_s_draws_from_the_question_seed_plus_s(engine, sixteen_by_four):
     # vLLM's parallel sampling: child s of a request seeded S is the lone request seeded S + s
     prompts, whole = sixteen_by_four
     seed = seeds_of(3, 16)[4]
-    alone = engine.generate([prompts[4]] * 4, 1, 0.8, 1.0, 128, seeds=[seed + s for s in range(4)])
+    alone = engine.generate([prompts[4]] * 4, Sampling(1, 0.8, 1.0, 128), seeds=[seed + s for s in range(4)])
     assert [samples[0] for samples in alone] == whole[4]
     assert len({s["text"] for s in whole[4]}) == 4  # the children drew different samples
-    other = engine.generate([prompts[4]], 4, 0.8, 1.0, 128, seeds=seeds_of(4, 16)[4:5])
+    other = engine.generate([prompts[4]], Sampling(4, 0.8, 1.0, 128), seeds=seeds_of(4, 16)[4:5])
     assert other[0] != whole[4]  # another run seed, other samples
 
 
@@ -138,9 +138,9 @@ def test_ignore_eos_runs_every_reply_to_max_tokens_and_stop_tokens_stay_out_of_t
     from tpt.models import load_generation_config, stop_token_ids
 
     short = short_prompts(model)
-    stopped = engine.generate(short, 2, 0.0, 1.0, 40, seeds=[0, 1])  # greedy, the model ends both answers
-    full = [engine.generate(short + gsm8k_prompts(model, 1), 2, temperature, 1.0, 40, seeds=[0, 1, 2],
-                            ignore_eos=True)
+    stopped = engine.generate(short, Sampling(2, 0.0, 1.0, 40), seeds=[0, 1])  # greedy, the model ends both answers
+    full = [engine.generate(short + gsm8k_prompts(model, 1), Sampling(2, temperature, 1.0, 40, ignore_eos=True),
+                            seeds=[0, 1, 2])
             for temperature in (0.0, 0.8)]
     assert [s["finish_reason"] for samples in stopped for s in samples] == ["stop"] * 4
     assert all(s["num_tokens"] == 40 and s["finish_reason"] == "length"
@@ -157,12 +157,12 @@ def test_prompt_at_max_model_len(model, engine):
 
     question = gsm8k_prompts(model, 1)[0]
     at_limit = (question * 4)[: MAX_MODEL_LEN - 1]  # one token below max_model_len leaves room for one
-    out = engine.generate([at_limit], 2, 0.8, 1.0, 100, seeds=[0], ignore_eos=True)
+    out = engine.generate([at_limit], Sampling(2, 0.8, 1.0, 100, ignore_eos=True), seeds=[0])
     assert [(s["num_tokens"], s["finish_reason"]) for s in out[0]] == [(1, "length")] * 2
     # one token more is vLLM's own refusal (encode_questions refuses such a question before any engine starts)
     with pytest.raises(DataError, match=r"vLLM engine \(CPU\) failed while sampling: .*maximum model length of 512"):
-        engine.generate([(question * 4)[:MAX_MODEL_LEN]], 1, 0.8, 1.0, 100, seeds=[0])
-    again = engine.generate([at_limit], 2, 0.8, 1.0, 100, seeds=[0], ignore_eos=True)
+        engine.generate([(question * 4)[:MAX_MODEL_LEN]], Sampling(1, 0.8, 1.0, 100), seeds=[0])
+    again = engine.generate([at_limit], Sampling(2, 0.8, 1.0, 100, ignore_eos=True), seeds=[0])
     assert again == out  # the engine lives on after a refused prompt
 
 
@@ -203,7 +203,8 @@ def engine_core(pid):
 def assert_files_are_the_module_engines(folder, engine, model, num_samples, temperature, seed):
     from tpt.prompt import clean_response
 
-    expected = engine.generate(gsm8k_prompts(model, 8), num_samples, temperature, 1.0, 8, seeds=seeds_of(seed, 8))
+    expected = engine.generate(gsm8k_prompts(model, 8), Sampling(num_samples, temperature, 1.0, 8),
+                               seeds=seeds_of(seed, 8))
     for j in (0, num_samples // 2, num_samples - 1):
         records = json.loads((folder / f"e{j}.json").read_text())
         assert [r["qnum"] for r in records] == [q["idt"] for q in questions(8)]

@@ -232,14 +232,20 @@ def load_sampler(backend_name, model_path, tokenizer, config):
                         dataclasses.replace(config, max_model_len=config.max_model_len or None))
 
 
+def call_sampling(config):
+    """The tpt.backends.Sampling of every generate call of a run (the stop strings are its task's)."""
+    from tpt.backends import Sampling
+
+    return Sampling(config.num_samples, config.temperature, config.top_p, config.max_tokens,
+                    stop=tuple(stop_strings(config.task)))
+
+
 def local_batches(sampler, config, prompts, seeds, todo):
     """Yield (question indices, per question its samples, seconds) for each (batch index, question indices) in
     `todo`, sampled one after the other in this process (tpt.ray_sampling.ReplicaPool.batches: on a cluster)."""
     for _, batch in todo:
         t0 = time.time()
-        results = sampler.generate([prompts[i] for i in batch], config.num_samples, config.temperature,
-                                   config.top_p, config.max_tokens, seeds=[seeds[i] for i in batch],
-                                   stop=stop_strings(config.task))
+        results = sampler.generate([prompts[i] for i in batch], call_sampling(config), [seeds[i] for i in batch])
         yield batch, results, time.time() - t0
 
 

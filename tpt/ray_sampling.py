@@ -127,12 +127,10 @@ class Replica:
         """(per prompt its samples, seconds it took, where it ran: 'pid P on HOST'): one batch of the run."""
         import ray
 
-        from tpt.prompt import stop_strings
+        from tpt.generate import call_sampling
 
-        c = self.config
         t0 = time.time()
-        results = self.sampler.generate(prompts, c.num_samples, c.temperature, c.top_p, c.max_tokens, seeds=seeds,
-                                        stop=stop_strings(c.task))
+        results = self.sampler.generate(prompts, call_sampling(self.config), seeds)
         return results, time.time() - t0, f"pid {os.getpid()} on {ray.util.get_node_ip_address()}"
 
 

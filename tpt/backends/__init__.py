@@ -2,16 +2,16 @@
 
 A backend is built once per run, says which it is in `backend.name` ('vllm' or 'hf') and answers one call:
 
-    backend.generate(prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
-                     stop=())
-        -> for each prompt, a list of num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
+    backend.generate(prompt_token_ids, sampling, seeds)
+        -> for each prompt, a list of sampling.num_samples dicts {text, finish_reason ('stop'|'length'), num_tokens}
 
 Prompts arrive as token ids (from tpt.prompt.encode_prompt), so both backends see exactly the same tokens.
-`temperature == 0` means greedy decoding; `ignore_eos=True` runs every reply to its token limit (no stop token). `seeds` holds one seed
-per prompt (question_seeds: from the run's seed and the question's id), and sample s of a prompt draws from seed
-`seeds[i] + s` (vLLM's own rule for the n samples of a request). So a sample depends only on (seed, question,
+`sampling` (a Sampling) says how: `temperature == 0` means greedy decoding; `ignore_eos=True` runs every reply to
+its token limit (no stop token). `seeds` holds one seed per prompt (question_seeds: from the run's seed and the
+question's id), and sample s of a prompt draws from seed `seeds[i] + s` (vLLM's own rule for the n samples of a
+request). So a sample depends only on (seed, question,
 sample index): the same whichever call, batch, worker or machine its question lands in, and after a resume.
-`stop` holds strings that end a reply (the harness's `until`, tpt.prompt.stop_strings): a reply ends once one
+`sampling.stop` holds strings that end a reply (the harness's `until`, tpt.prompt.stop_strings): a reply ends once one
 appears and its text is cut before the first of them (cut_at_stop, the one rule both backends apply).
 """
 import dataclasses
@@ -26,6 +26,18 @@ BACKENDS = ("auto", "vllm", "hf")
 class BackendError(DataError):
     """The sampler failed (an engine that cannot start, a request it aborted). Scripts report it like bad input:
     one line, a non-zero exit, no sample files; the batches already journaled are kept for the resume."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """How one generate call samples each prompt (vLLM's SamplingParams, less the seed: seeds come per prompt)."""
+
+    num_samples: int
+    temperature: float  # 0: greedy
+    top_p: float = 1.0
+    max_tokens: int = 256
+    ignore_eos: bool = False  # run every reply to max_tokens
+    stop: tuple = ()  # strings that end a reply, cut from its text
 
 
 def derive_seed(seed, *keys):

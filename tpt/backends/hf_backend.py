@@ -35,7 +35,8 @@ def _slot_attention(module, query, key, value, attention_mask, **kwargs):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
     rows, heads, _, dim = query.shape
     out = torch.nn.functional.scaled_dot_product_attention(
-        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask, scale=kwargs.get("scaling"))
+        query.view(rows, heads // groups, groups, dim), key, value, attn_mask=attention_mask,
+        scale=kwargs.get("scaling"))
     return out.reshape(rows, 1, heads, dim), None
 
 
@@ -85,23 +86,23 @@ class HFBackend:
             return max(0, min(max_tokens, self.max_model_len - prompt_len))
         return max_tokens
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
-                 stop=()):
-        """Per prompt, num_samples dicts {text, finish_reason, num_tokens}."""
+    def generate(self, prompt_token_ids, sampling, seeds):
+        """Per prompt, sampling.num_samples dicts {text, finish_reason, num_tokens} (tpt.backends.Sampling)."""
         import torch
 
         from tpt.backends import cut_at_stop, stop_window
 
+        num_samples, ignore_eos, stop = sampling.num_samples, sampling.ignore_eos, sampling.stop
         window = stop_window(self.tokenizer, stop)
 
-        budgets = [self._token_budget(len(p), max_tokens) for p in prompt_token_ids]
+        budgets = [self._token_budget(len(p), sampling.max_tokens) for p in prompt_token_ids]
         results = [[None] * num_samples for _ in prompt_token_ids]
         queue = deque((p, s) for p in range(len(prompt_token_ids)) for s in range(num_samples))
         if not queue:
             return results
         length = max(len(p) + b for p, b in zip(prompt_token_ids, budgets))
         cache = SlotCache(self.batch_size, length, self.dtype, self.device)
-        sampler = Sampler(temperature, top_p, self.stop_ids if ignore_eos else [])
+        sampler = Sampler(sampling.temperature, sampling.top_p, self.stop_ids if ignore_eos else [])
         rows = []  # per live row: {seq, tokens, budget, generator}; row i is cache slot i
         prefilled = {}  # prompt index -> [logits of its last token, samples still to start]
 

@@ -51,19 +51,20 @@ def on_cpu_platform():
     return current_platform.is_cpu()
 
 
-def sampling_kwargs(num_samples, temperature, top_p, max_tokens, seed, stop_ids, ignore_eos, stop=()):
-    """The keyword arguments of vllm.SamplingParams for one question (greedy: n=1, copied by run_requests)."""
-    greedy = temperature == 0
+def sampling_kwargs(sampling, seed, stop_ids):
+    """The keyword arguments of vllm.SamplingParams for one question of a tpt.backends.Sampling (greedy: n=1,
+    copied by run_requests)."""
+    greedy = sampling.temperature == 0
     return dict(
-        n=1 if greedy else num_samples,
-        temperature=temperature,
-        top_p=1.0 if greedy else top_p,
-        max_tokens=max_tokens,
+        n=1 if greedy else sampling.num_samples,
+        temperature=sampling.temperature,
+        top_p=1.0 if greedy else sampling.top_p,
+        max_tokens=sampling.max_tokens,
         # The n children of a request get seeds seed, seed+1, ... (vLLM's parallel sampling).
         seed=seed,
-        stop_token_ids=[] if ignore_eos else list(stop_ids),
-        ignore_eos=ignore_eos,
-        stop=list(stop),
+        stop_token_ids=[] if sampling.ignore_eos else list(stop_ids),
+        ignore_eos=sampling.ignore_eos,
+        stop=list(sampling.stop),
     )
 
 
@@ -74,21 +75,18 @@ def tokens_prompt(ids):
 
 
 def run_requests(llm, prompt_token_ids, seeds, sampling, stop_ids):
-    """One request per prompt; per prompt a list of num_samples {text, finish_reason, num_tokens}. sampling: the
-    generate call's {num_samples, temperature, top_p, max_tokens, ignore_eos, stop}. vLLM's own errors (a prompt it
-    refuses, a dead engine) propagate; the caller names the engine."""
+    """One request per prompt; per prompt a list of sampling.num_samples {text, finish_reason, num_tokens}
+    (sampling: a tpt.backends.Sampling). vLLM's own errors (a prompt it refuses, a dead engine) propagate; the
+    caller names the engine."""
     from vllm import SamplingParams
 
     from tpt.backends import cut_at_stop
 
     if not prompt_token_ids:
         return []
-    num_samples = sampling["num_samples"]
+    num_samples, stop = sampling.num_samples, sampling.stop
     prompts = [tokens_prompt(ids) for ids in prompt_token_ids]
-    stop = sampling.get("stop", ())
-    params = [SamplingParams(**sampling_kwargs(num_samples, sampling["temperature"], sampling["top_p"],
-                                               sampling["max_tokens"], seed, stop_ids, sampling["ignore_eos"], stop))
-              for seed in seeds]
+    params = [SamplingParams(**sampling_kwargs(sampling, seed, stop_ids)) for seed in seeds]
     outputs = llm.generate(prompts, params, use_tqdm=False)
     results = []
     for i, output in enumerate(outputs):
@@ -154,10 +152,7 @@ class VLLMBackend:
         except Exception as e:  # vLLM has logged the details above; the run ends with one line
             raise BackendError(f"{self.engine_name} failed to start: {_describe(e)}") from e
 
-    def generate(self, prompt_token_ids, num_samples, temperature, top_p, max_tokens, seeds, ignore_eos=False,
-                 stop=()):
-        sampling = dict(num_samples=num_samples, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
-                        ignore_eos=ignore_eos, stop=list(stop))
+    def generate(self, prompt_token_ids, sampling, seeds):
         done = threading.Event()
         threading.Thread(target=watch_engine, args=(self.llm, done), daemon=True, name="tpt-vllm-watch").start()
         try:
