@@ -34,8 +34,8 @@ from tpt.stage import MANIFEST, REFUSE, Stage
 # Where the replicas run (--ray) does not change a sample either.
 NOT_FINGERPRINTED = {"gpu_memory_utilization", "ray"}
 # Eval's prompt task is fingerprinted by gen_eval.py as its own flags (Think has none, so a Think folder finished
-# before they existed keeps matching).
-EVAL_ONLY = {"task", "apply_chat_template"}
+# before they existed keeps matching), each with the value that samples what Eval sampled before it existed.
+EVAL_ONLY = {"task": "tpt", "apply_chat_template": False}
 
 
 def add_generation_args(parser, temperature, max_tokens=1500, max_model_len=1500):
@@ -162,11 +162,11 @@ def sampling_stage(name, config, questions, samples_dir, flags):
     Think's --skip_solved files, through the questions they leave).
     """
     settings = {k: v for k, v in dataclasses.asdict(config).items()
-                if k not in NOT_FINGERPRINTED | EVAL_ONLY} | flags
+                if k not in NOT_FINGERPRINTED | EVAL_ONLY.keys()} | flags
     text = json.dumps([[q["idt"], q["question"]] + [q[k] for k in ("hint", "shots") if k in q] for q in questions],
                       ensure_ascii=False)
     settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE)
+    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE, introduced=EVAL_ONLY)
 
 
 def finished_sampling_run(stage, announce=True):

@@ -97,6 +97,11 @@ class Stage:
     inputs: dict = dataclasses.field(default_factory=dict)
     code: tuple = ()
     on_change: str = REFUSE
+    # Settings this code added, each at the value that does what the code before it did: a stored fingerprint
+    # without one matches at that value, so a folder finished before the setting existed still counts.
+    introduced: dict = dataclasses.field(default_factory=dict)
+    # Settings no longer fingerprinted (they change nothing the folder holds): a stored value is not compared.
+    ignored: tuple = ()
 
     @functools.cached_property
     def fingerprint(self):
@@ -119,7 +124,7 @@ class Stage:
         manifest = read_manifest(self.folder, self.manifest)
         if manifest is None:
             return None
-        stored = manifest.get("fingerprint") if isinstance(manifest, dict) else None
+        stored = self.comparable(manifest.get("fingerprint") if isinstance(manifest, dict) else None)
         if stored == self.fingerprint:
             if announce:
                 self.say_skip()
@@ -131,6 +136,16 @@ class Stage:
             redo(self.folder, f"{self.manifest} was made with other settings, inputs or code ({changes})")
         self.forget()
         return None
+
+    def comparable(self, stored):
+        """A stored fingerprint as this code would have written it for the same run (introduced, ignored)."""
+        if not isinstance(stored, dict):
+            return stored
+        stored = {k: v for k, v in stored.items() if k not in self.ignored}
+        for name, value in self.introduced.items():
+            if name not in stored and self.fingerprint.get(name) == value:
+                stored[name] = value
+        return dict(sorted(stored.items()))
 
     def say_skip(self):
         """The `skip:` line of a folder holding this very run."""
