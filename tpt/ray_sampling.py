@@ -97,9 +97,13 @@ def replica_resources(backend_name, config):
     DataError when the cluster cannot hold --data_parallel_size of them."""
     import ray
 
+    from tpt.backends import vllm_status
+
     total = ray.cluster_resources()
     replicas = config.data_parallel_size
-    if total.get("GPU", 0) > 0 or backend_name == "vllm":
+    # vLLM's CPU build runs its engine on CPUs, like the transformers backend without GPUs.
+    vllm_on_cpu = backend_name == "vllm" and vllm_status()[0] == "cpu"
+    if (total.get("GPU", 0) > 0 or backend_name == "vllm") and not vllm_on_cpu:
         gpus = config.tensor_parallel_size if backend_name == "vllm" else 1
         if total.get("GPU", 0) < replicas * gpus:
             raise DataError(f"--data_parallel_size {replicas} replicas of {gpus} GPU(s) need {replicas * gpus} GPUs; "
