@@ -65,7 +65,7 @@ NOT_FINGERPRINTED = {
     "output_dir", "run_name", "report_to", "wandb_project", "project", "push_to_hub", "keep_checkpoints",
     "resume_from_checkpoint", "disable_tqdm", "skip_memory_metrics", "local_rank", "ddp_timeout",
     "train_traces", "eval_traces",
-    "per_device_eval_batch_size",  # evaluation's speed, not the weights
+    "per_device_eval_batch_size",  # evaluation's speed, not the weights (fingerprinted before: Stage.ignored)
 }
 NOT_FINGERPRINTED_PREFIXES = ("logging_", "log_", "hub_", "trackio_")
 
@@ -137,7 +137,7 @@ def train_stage(script_args, training_args, model_args):
     record["world_size"] = training_args.world_size  # the processes multiply the batch of an optimizer step
     inputs = {"train_data": script_args.train_traces, "eval_data": script_args.eval_traces}
     return Stage("Train", training_args.output_dir, MANIFEST, record, inputs=inputs, on_change=REFUSE,
-                 ignored=("per_device_eval_batch_size",))
+                 ignored=tuple(sorted(NOT_FINGERPRINTED)))
 
 
 # 3. fit: the model, TRL's SFTConfig adapted to the run, the trainer
