@@ -126,7 +126,7 @@ def demo_eval_run(args):
     import torch
 
     from tpt.backends import EngineConfig, Sampling, question_seeds, questions_per_call
-    from tpt.backends.hf_backend import HFBackend
+    from tpt.backends.hf_backend import HFBackend, shared_prefix_length
     from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, make_gym_split
     from tpt.generate import load_tokenizer, plan_batches
     from tpt.models import load_generation_config, resolve_model, stop_token_ids
@@ -155,14 +155,8 @@ def demo_eval_run(args):
         generated += sum(s["num_tokens"] for r in results for s in r)
     seconds = time.time() - t0
 
-    def shared(p):
-        n = 0
-        while n < min(len(p) - 1, len(prefix)) and p[n] == prefix[n]:
-            n += 1
-        return n
-
     prompt_tokens = sum(len(p) for p in prompts)
-    run_tokens = prompt_tokens - (sum(shared(p) for p in prompts) if code == "after" else 0)
+    run_tokens = prompt_tokens - (sum(shared_prefix_length(p, prefix) for p in prompts) if code == "after" else 0)
     top = bound["2048x2048x2048"]
     return {
         "kind": kind, "dtype": dtype, "code": code, "capability": torch.backends.cpu.get_cpu_capability(),

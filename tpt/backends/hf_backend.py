@@ -48,6 +48,14 @@ def _register_slot_attention():
     AttentionMaskInterface.register(SLOT_ATTENTION, sdpa_mask)
 
 
+def shared_prefix_length(prompt, prefix):
+    """How many of prompt's first tokens are prefix's, short of its last token (always run: its logits are needed)."""
+    shared, limit = 0, min(len(prompt) - 1, len(prefix))
+    while shared < limit and prompt[shared] == prefix[shared]:
+        shared += 1
+    return shared
+
+
 class HFBackend:
     name = "hf"
 
@@ -163,10 +171,7 @@ class HFBackend:
         import torch
         from transformers import DynamicCache
 
-        shared = 0
-        limit = min(len(prompt) - 1, len(self.prompt_prefix))  # the last token is always run: its logits are needed
-        while shared < limit and prompt[shared] == self.prompt_prefix[shared]:
-            shared += 1
+        shared = shared_prefix_length(prompt, self.prompt_prefix)
         prompt_cache = DynamicCache(config=self.model.config)
         if shared:
             # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
