@@ -66,8 +66,11 @@ def test_synth_writes_exactly_the_sample_files(synth_dir):
 def assert_fingerprint_is_every_flag_but_where_outputs_go(manifest):
     # A run is the same run when every flag but these (and the questions) is: a flag a script adds is in its
     # fingerprint under its own name, and folders finished by earlier versions keep matching.
-    # --fewshot_file counts by content, through the shots in questions_sha256
-    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved", "ray", "fewshot_file"}
+    # --fewshot_file counts by content, through the shots in questions_sha256; --batch_size (like
+    # --gpu_memory_utilization, how many sequences decode together) changes speed and the products' last bits
+    # only, not the seeds a sample draws from (docs/think.md#seeds-and-the-last-bits)
+    not_fingerprinted = {"samples_dir", "questions", "gpu_memory_utilization", "skip_solved", "ray", "fewshot_file",
+                         "batch_size"}
     flags = {k: v for k, v in manifest["args"].items() if k not in not_fingerprinted}
     assert {k: v for k, v in manifest["fingerprint"].items() if k != "questions_sha256"} == flags
 

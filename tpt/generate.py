@@ -30,9 +30,10 @@ from tpt.prompt import (TEMPLATES, check_task, check_template, clean_response, e
                         task_prompt)
 from tpt.stage import MANIFEST, REFUSE, Stage
 
-# A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization.
-# Where the replicas run (--ray) does not change a sample either.
-NOT_FINGERPRINTED = {"gpu_memory_utilization", "ray"}
+# A run stopped for lack of GPU memory resumes with a lower --gpu_memory_utilization, or a smaller --batch_size
+# (a sample depends on its seed, question and index, never on its batch). Where the replicas run (--ray) does not
+# change a sample either.
+NOT_FINGERPRINTED = {"gpu_memory_utilization", "ray", "batch_size"}
 # Eval's prompt task is fingerprinted by gen_eval.py as its own flags (Think has none, so a Think folder finished
 # before they existed keeps matching), each with the value that samples what Eval sampled before it existed.
 EVAL_ONLY = {"task": "tpt", "apply_chat_template": False}
@@ -52,7 +53,9 @@ def add_generation_args(parser, temperature, max_tokens=1500, max_model_len=1500
     parser.add_argument("--seed", type=int, default=0, help="base seed; every batch derives its own from it")
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: vLLM when installed and CUDA is available, else transformers")
-    parser.add_argument("--batch_size", type=int, default=32, help="transformers: sequences per forward pass")
+    parser.add_argument("--batch_size", type=int, default=0,
+                        help="transformers: rows decoded together (0 = auto: up to 256, the KV cache within a quarter "
+                        "of the memory); never changes a sample")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="auto: bfloat16 where the GPU or CPU has bf16 units, else float32 (vLLM: the model's own)")
     parser.add_argument("--tensor_parallel_size", type=int, default=1, help="vLLM: GPUs per model copy")
@@ -107,9 +110,11 @@ class SamplingConfig:
 
 def check_config(config):
     """Bad sampling settings as one DataError line, before anything is loaded or written."""
-    for name in ("num_samples", "max_tokens", "batch_size", "tensor_parallel_size", "data_parallel_size"):
+    for name in ("num_samples", "max_tokens", "tensor_parallel_size", "data_parallel_size"):
         if getattr(config, name) < 1:
             raise DataError(f"--{name} must be at least 1, got {getattr(config, name)}")
+    if config.batch_size < 0:
+        raise DataError(f"--batch_size must be 0 (auto) or positive, got {config.batch_size}")
     if not 0 < config.gpu_memory_utilization <= 1:
         raise DataError(f"--gpu_memory_utilization must be in (0, 1], got {config.gpu_memory_utilization}")
     if config.temperature < 0 or not 0 < config.top_p <= 1:
@@ -166,7 +171,8 @@ def sampling_stage(name, config, questions, samples_dir, flags):
     text = json.dumps([[q["idt"], q["question"]] + [q[k] for k in ("hint", "shots") if k in q] for q in questions],
                       ensure_ascii=False)
     settings["questions_sha256"] = hashlib.sha256(text.encode()).hexdigest()
-    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE, introduced=EVAL_ONLY)
+    return Stage(name, samples_dir, MANIFEST, settings, on_change=REFUSE, introduced=EVAL_ONLY,
+                 ignored=("batch_size",))
 
 
 def finished_sampling_run(stage, announce=True):
@@ -213,14 +219,18 @@ def encode_questions(tokenizer, questions, config, source):
     return prompts
 
 
-def plan_batches(prompts, per_call):
-    """Question indices per generate call, sorted by prompt length so a batch carries little padding.
+def plan_batches(prompts, per_call, done=()):
+    """Question indices per generate call, sorted by prompt length so a batch carries little padding; the
+    questions in `done` (a resumed run's journaled ones) are taken out of their batches, and emptied batches go.
 
-    The plan depends only on the prompts and the run's arguments, so a batch redone after a kill gets the same
-    questions and (from its place) the same seed as before.
+    The plan depends only on the prompts and per_call, so a resumed run's batches (vLLM calls, Ray replicas'
+    work) hold the questions they held in the killed run, less those already journaled; the transformers backend
+    streams them in this order as one continuous batch. A sample's seeds never depend on its batch, only the last
+    bits of its products do (docs/think.md#seeds-and-the-last-bits).
     """
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
-    return [order[i:i + per_call] for i in range(0, len(order), per_call)]
+    batches = ([i for i in order[start:start + per_call] if i not in done] for start in range(0, len(order), per_call))
+    return [batch for batch in batches if batch]
 
 
 def load_sampler(backend_name, model_path, tokenizer, config):
@@ -241,8 +251,18 @@ def call_sampling(config):
 
 
 def local_batches(sampler, config, prompts, seeds, todo):
-    """Yield (question indices, per question its samples, seconds) for each (batch index, question indices) in
-    `todo`, sampled one after the other in this process (tpt.ray_sampling.ReplicaPool.batches: on a cluster)."""
+    """Yield (question indices, per question its samples, seconds) for the (batch index, question indices) of
+    `todo`, sampled in this process (tpt.ray_sampling.ReplicaPool.batches: on a cluster). transformers takes the
+    whole of `todo` as one continuous batch (HFBackend.stream) and yields the questions of each decode step that
+    ended them; vLLM takes one batch a call."""
+    if sampler.name == "hf":
+        order = [i for _, batch in todo for i in batch]
+        t0 = time.time()
+        for finished in sampler.stream([prompts[i] for i in order], call_sampling(config), [seeds[i] for i in order]):
+            now = time.time()
+            yield [order[j] for j, _ in finished], [samples for _, samples in finished], now - t0
+            t0 = now
+        return
     for _, batch in todo:
         t0 = time.time()
         results = sampler.generate([prompts[i] for i in batch], call_sampling(config), [seeds[i] for i in batch])
@@ -316,12 +336,11 @@ def sample_questions(config, questions, source, stage, origin=None):
     output_dir = stage.folder
     os.makedirs(output_dir, exist_ok=True)
     journal_path = os.path.join(output_dir, JOURNAL)
-    journal = resume_journal(journal_path, stage.fingerprint, backend_name)
+    journal = resume_journal(journal_path, stage, backend_name)
     resumed = len(journal)
     # On Ray every replica gets the batches one engine would, so the run's batches do not depend on the replicas.
     per_call = questions_per_call(backend_name, config.num_samples, config.batch_size)
-    todo = [(b, batch) for b, batch in enumerate(plan_batches(prompts, per_call))
-            if not all(i in journal for i in batch)]
+    todo = list(enumerate(plan_batches(prompts, per_call, done=journal)))
     sampled = sum(len(batch) for _, batch in todo)
 
     load_seconds, replica = 0.0, {}

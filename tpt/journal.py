@@ -15,20 +15,22 @@ from tpt.stage import changed_settings, refusal
 JOURNAL = ".journal.jsonl"
 
 
-def resume_journal(path, fingerprint, backend):
+def resume_journal(path, stage, backend):
     """{question index: journal line} of the questions already sampled into the journal at `path`; a journal
-    that does not exist yet (or is empty) is started with its header.
+    that does not exist yet (or is empty) is started with its header, which holds the run's Stage (tpt/stage.py)
+    fingerprint.
 
     A torn last line (a kill in the middle of a write) is cut off so appends start clean. A journal written
-    with another fingerprint or backend is a DataError saying which.
+    with another fingerprint (compared as the Stage compares a finished run's) or backend is a DataError saying
+    which.
     """
-    done = _read_journal(path, fingerprint, backend)
+    done = _read_journal(path, stage, backend)
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
-        append_journal(path, [{"fingerprint": fingerprint, "backend": backend, "seed_scheme": SEED_SCHEME}])
+        append_journal(path, [{"fingerprint": stage.fingerprint, "backend": backend, "seed_scheme": SEED_SCHEME}])
     return done
 
 
-def _read_journal(path, fingerprint, backend):
+def _read_journal(path, stage, backend):
     if not os.path.isfile(path):
         return {}
     with open(path, "rb") as f:
@@ -48,9 +50,9 @@ def _read_journal(path, fingerprint, backend):
     if header.get("seed_scheme") != SEED_SCHEME:  # its samples were seeded by their place in a call
         raise DataError(f"{os.path.dirname(path)}: holds an unfinished run started by an older TPT, whose seeds "
                         "depended on each question's place in a batch; remove the folder to sample it again")
-    if header.get("fingerprint") != fingerprint:
-        raise refusal(os.path.dirname(path), "an unfinished run",
-                      changed_settings(header.get("fingerprint") or {}, fingerprint))
+    stored = stage.comparable(header.get("fingerprint") or {})
+    if stored != stage.fingerprint:
+        raise refusal(os.path.dirname(path), "an unfinished run", changed_settings(stored, stage.fingerprint))
     if header.get("backend") != backend:
         raise DataError(f"{os.path.dirname(path)}: the unfinished run used backend {header.get('backend')!r}, "
                         f"this one would use {backend!r}; pass --backend {header.get('backend')} to resume")

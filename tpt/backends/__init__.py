@@ -47,6 +47,8 @@ def derive_seed(seed, *keys):
 
 
 VLLM_CPU_SEQUENCES = 256  # vLLM's max_num_seqs on a CPU (offline LLM class)
+AUTO_ROWS = 256  # transformers, --batch_size 0: rows decoded together at most (docs/benchmarks.md: by width)
+KV_CACHE_SHARE = 0.25  # transformers, --batch_size 0: the KV cache's share of the memory at most
 SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from question ids (question_seeds)
 
 
@@ -124,7 +126,7 @@ def questions_per_call(backend, num_samples, batch_size):
     (its CPU default of 256 sequences at once) per call, so a killed run loses minutes there, not hours.
     """
     if backend == "hf":
-        return max(1, 4 * batch_size // num_samples)
+        return max(1, 4 * (batch_size or AUTO_ROWS) // num_samples)
     if _vllm_cpu_build():
         return max(1, VLLM_CPU_SEQUENCES // num_samples)
     return max(64, 4096 // num_samples)
@@ -137,7 +139,7 @@ class EngineConfig:
 
     dtype: str = "auto"
     max_model_len: int | None = None
-    batch_size: int = 32  # transformers: rows decoded together
+    batch_size: int = 0  # transformers: rows decoded together (0: auto, HFBackend.rows_for)
     tensor_parallel_size: int = 1  # vLLM
     gpu_memory_utilization: float = 0.92  # vLLM
     enforce_eager: bool = False  # vLLM

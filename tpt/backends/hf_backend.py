@@ -11,15 +11,18 @@ sequence samples with its own generator, seeded with its question's seed + its s
 depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
+import os
 from collections import deque
 
 from transformers import Cache
 
+from tpt.backends import AUTO_ROWS, KV_CACHE_SHARE
 from tpt.device import torch_dtype
 from tpt.prompt import shared_prompt_ids
 
 
 SLOT_ATTENTION = "tpt_slot_sdpa"
+PREFILL_PROMPTS = 8  # prompts prefilled side by side (a prompt of ~40 tokens alone reads every weight for little)
 
 
 def _slot_attention(module, query, key, value, attention_mask, **kwargs):
@@ -83,10 +86,32 @@ class HFBackend:
         self.tokenizer = tokenizer
         self.stop_ids = list(stop_ids)
         self.max_model_len = max_model_len
-        self.batch_size = max(1, int(batch_size))
+        self.batch_size = max(0, int(batch_size))  # 0: auto (rows_for)
         # Fixed per backend, never taken from a call's prompts: a prompt's cache then depends on that prompt alone.
         self.prompt_prefix = shared_prompt_ids(tokenizer, engine.template) if engine.template else []
         self._prefix_kv = None
+        # Our own decode step where the architecture allows it (LlamaDecode); transformers' forward elsewhere.
+        use_own = attn_implementation is None and LlamaDecode.supports(self.model)
+        self.decode = LlamaDecode(self.model) if use_own else self.model
+
+    def rows_for(self, length):
+        """Rows decoded together for sequences of up to `length` tokens: --batch_size, or with 0 (auto) as many as
+        make the decode step's products wide (AUTO_ROWS; a row reads every weight once a step, so rows share that
+        read) while the KV cache stays within KV_CACHE_SHARE of the memory (the machine's on a CPU, the GPU's free
+        memory)."""
+        import torch
+
+        if self.batch_size:
+            return self.batch_size
+        config = self.model.config.get_text_config()
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        per_row = (length * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim
+                   * torch.finfo(self.dtype).bits // 8)
+        if self.device == "cuda":
+            memory = torch.cuda.mem_get_info()[0]
+        else:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return max(1, min(AUTO_ROWS, int(memory * KV_CACHE_SHARE) // per_row))
 
     def _token_budget(self, prompt_len, max_tokens):
         """New tokens a prompt may get: max_tokens, and never past max_model_len (vLLM's rule)."""
@@ -96,6 +121,16 @@ class HFBackend:
 
     def generate(self, prompt_token_ids, sampling, seeds):
         """Per prompt, sampling.num_samples dicts {text, finish_reason, num_tokens} (tpt.backends.Sampling)."""
+        results = [None] * len(prompt_token_ids)
+        for finished_prompts in self.stream(prompt_token_ids, sampling, seeds):
+            for p, samples in finished_prompts:
+                results[p] = samples
+        return results
+
+    def stream(self, prompt_token_ids, sampling, seeds):
+        """Yield, after each decode step that ended some prompt's last sample, [(prompt index, its
+        sampling.num_samples dicts), ...], while the rows go on decoding the prompts after them: handed a whole
+        run's prompts, the batch runs narrow only at the end of the run, never between batches of it."""
         import torch
 
         from tpt.backends import cut_at_stop, stop_window
@@ -104,15 +139,19 @@ class HFBackend:
         window = stop_window(self.tokenizer, stop)
 
         budgets = [self._token_budget(len(p), sampling.max_tokens) for p in prompt_token_ids]
-        results = [[None] * num_samples for _ in prompt_token_ids]
+        results = {p: [None] * num_samples for p in range(len(prompt_token_ids))}
+        pending = {p: num_samples for p in results}  # samples of the prompt not yet ended
         queue = deque((p, s) for p in range(len(prompt_token_ids)) for s in range(num_samples))
         if not queue:
-            return results
+            yield list(results.items())
+            return
         length = max(len(p) + b for p, b in zip(prompt_token_ids, budgets))
-        cache = SlotCache(self.batch_size, length, self.dtype, self.device)
+        width = min(self.rows_for(length), len(queue))
+        cache = SlotCache(width, length, self.dtype, self.device)
         sampler = Sampler(sampling.temperature, sampling.top_p, self.stop_ids if ignore_eos else [])
         rows = []  # per live row: {seq, tokens, budget, generator}; row i is cache slot i
         prefilled = {}  # prompt index -> [logits of its last token, samples still to start]
+        done = []  # prompts whose samples have all ended since the last yield
 
         def finished(row):
             """Record the row's sequence in results when it has ended (end token or budget); True when it has."""
@@ -128,19 +167,31 @@ class HFBackend:
             p, s = row["seq"]
             text, cut = cut_at_stop(self.tokenizer.decode(kept, skip_special_tokens=True), stop)
             results[p][s] = {"text": text, "finish_reason": "stop" if cut else reason, "num_tokens": len(tokens)}
+            pending[p] -= 1
+            if not pending[p]:
+                done.append(p)
             return True
 
-        with torch.inference_mode():
-            while queue or rows:
+        while queue or rows:
+            # inference mode around the work only, never across a yield (it is the thread's, the caller's too)
+            with torch.inference_mode():
                 # Refill free rows from the queue; a sequence may finish on its first token.
-                while queue and len(rows) < self.batch_size:
+                while queue and len(rows) < width:
                     p, s = queue.popleft()
                     row = {"seq": (p, s), "tokens": [], "budget": budgets[p],
                            "generator": torch.Generator(self.device).manual_seed(seeds[p] + s)}
                     if finished(row):  # a prompt that leaves no room under max_model_len
                         continue
                     if p not in prefilled:
-                        prefilled[p] = [self._prefill(prompt_token_ids[p]), num_samples - s]
+                        # this prompt and the next few the queue holds, prefilled side by side
+                        ahead = [p]
+                        for q, _ in queue:
+                            if len(ahead) == PREFILL_PROMPTS:
+                                break
+                            if q != ahead[-1] and q not in prefilled and budgets[q] > 0:
+                                ahead.append(q)
+                        for q, kv in zip(ahead, self._prefill([prompt_token_ids[q] for q in ahead])):
+                            prefilled[q] = [kv, num_samples - s if q == p else num_samples]
                     logits, source = prefilled[p][0]
                     prefilled[p][1] -= 1
                     if prefilled[p][1] == 0:
@@ -149,37 +200,55 @@ class HFBackend:
                     if not finished(row):
                         cache.load(len(rows), source)
                         rows.append(row)
-                if not rows:
-                    continue
-                last = torch.tensor([r["tokens"][-1] for r in rows], device=self.device)
-                next_tokens = sampler.sample(cache.step(self.model, last), [r["generator"] for r in rows])
-                for row, token in zip(rows, next_tokens.tolist()):
-                    row["tokens"].append(token)
-                # Finished rows leave; the last live row moves into the gap so live rows stay 0..n-1.
-                for i in reversed(range(len(rows))):
-                    if finished(rows[i]):
-                        end = len(rows) - 1
-                        if i != end:
-                            cache.move(end, i)
-                            rows[i] = rows[end]
-                        rows.pop()
-        return results
+                if rows:
+                    last = torch.tensor([r["tokens"][-1] for r in rows], device=self.device)
+                    next_tokens = sampler.sample(cache.step(self.decode, last), [r["generator"] for r in rows])
+                    for row, token in zip(rows, next_tokens.tolist()):
+                        row["tokens"].append(token)
+                    # Finished rows leave; the last live row moves into the gap so live rows stay 0..n-1.
+                    for i in reversed(range(len(rows))):
+                        if finished(rows[i]):
+                            end = len(rows) - 1
+                            if i != end:
+                                cache.move(end, i)
+                                rows[i] = rows[end]
+                            rows.pop()
+            if done:
+                yield [(p, results.pop(p)) for p in done]
+                done.clear()
 
-    def _prefill(self, prompt):
-        """(logits of the prompt's last position, the prompt's keys/values): the keys/values of the part it shares
-        with prompt_prefix from the one prefill of that prefix, then one forward pass over the rest."""
+    def _prefill(self, prompts):
+        """Per prompt (logits of its last position, its keys/values per layer): the keys/values of the part it shares
+        with prompt_prefix from the one prefill of that prefix, then forward passes over the rest, the prompts that
+        share as much of it side by side (right-padded: a weight read once serves them all)."""
         import torch
         from transformers import DynamicCache
 
-        shared = shared_prefix_length(prompt, self.prompt_prefix)
-        prompt_cache = DynamicCache(config=self.model.config)
-        if shared:
-            # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
-            for layer, (k, v) in enumerate(self._prefix_cache()):
-                prompt_cache.update(k[None, :, :shared], v[None, :, :shared], layer)
-        out = self.model(input_ids=torch.tensor([prompt[shared:]], device=self.device), past_key_values=prompt_cache,
-                         use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]
+        out = [None] * len(prompts)
+        groups = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(shared_prefix_length(prompt, self.prompt_prefix), []).append(i)
+        for shared, members in groups.items():
+            rest = [prompts[i][shared:] for i in members]
+            n, longest = len(rest), max(len(r) for r in rest)
+            cache = DynamicCache(config=self.model.config)
+            if shared:
+                # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
+                for layer, (k, v) in enumerate(self._prefix_cache()):
+                    cache.update(k[None, :, :shared].expand(n, -1, -1, -1), v[None, :, :shared].expand(n, -1, -1, -1),
+                                 layer)
+            ids = torch.tensor([r + [self.stop_ids[0]] * (longest - len(r)) for r in rest], device=self.device)
+            mask = torch.tensor([[1] * (shared + len(r)) + [0] * (longest - len(r)) for r in rest], device=self.device)
+            positions = torch.arange(shared, shared + longest, device=self.device).expand(n, -1)
+            hidden = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
+                                      past_key_values=cache, use_cache=True).last_hidden_state
+            last = hidden[torch.arange(n, device=self.device), torch.tensor([len(r) - 1 for r in rest])]
+            logits = self.model.lm_head(last)
+            for row, i in enumerate(members):
+                length = shared + len(rest[row])
+                out[i] = (logits[row:row + 1], [(layer.keys[row, :, :length], layer.values[row, :, :length])
+                                                for layer in cache.layers])
+        return out
 
     def _prefix_cache(self):
         """Per layer (keys, values) of prompt_prefix, [kv heads, prefix length, head dim]: one forward pass, once."""
@@ -200,32 +269,158 @@ class HFBackend:
 class Sampler:
     """Next tokens from logits: greedy at temperature 0, else temperature and nucleus (top_p) sampling, and
     nothing else (no top-k, no penalties: vLLM adds none). Banned tokens (the stop tokens under ignore_eos) are
-    never picked. Each row draws with its own generator."""
+    never picked. Each row draws with its own generator.
+
+    The work happens in one float32 buffer kept across steps and changed in place (a fresh [rows, vocabulary]
+    tensor per operation cost a page-faulted allocation each: at 128 rows the sampler took a quarter of a step)."""
 
     def __init__(self, temperature, top_p, banned):
         self.temperature, self.top_p, self.banned = temperature, top_p, list(banned)
+        self._buffer = None
+
+    def _weights(self, logits):
+        """logits as float32 in the buffer (the caller's tensor is left alone: a prompt's logits start each of its
+        samples)."""
+        import torch
+
+        rows, vocabulary = logits.shape
+        if self._buffer is None or self._buffer.shape[0] < rows or self._buffer.shape[1] != vocabulary:
+            self._buffer = torch.empty((max(rows, 1), vocabulary), dtype=torch.float32, device=logits.device)
+        out = self._buffer[:rows]
+        out.copy_(logits)
+        if self.banned:
+            out[:, self.banned] = float("-inf")
+        return out
 
     def sample(self, logits, generators):
         import torch
 
-        logits = logits.float()
-        if self.banned:
-            logits[:, self.banned] = float("-inf")
+        logits = self._weights(logits)
         if self.temperature == 0:
             return logits.argmax(-1)
-        logits = logits / self.temperature
+        logits.div_(self.temperature)
         if self.top_p < 1.0:
             ordered, order = logits.sort(-1, descending=True)
             probs = ordered.softmax(-1)
             # keep the most likely tokens until their mass reaches top_p (the token that crosses it included)
             ordered[(probs.cumsum(-1) - probs) >= self.top_p] = float("-inf")
-            logits = torch.full_like(logits, float("-inf")).scatter(-1, order, ordered)
+            logits.fill_(float("-inf")).scatter_(-1, order, ordered)
         # Inverse-CDF sampling: one uniform per row from the row's generator (multinomial per row, which draws
-        # over the whole vocabulary, took a sixth of a decode step).
-        cdf = logits.softmax(-1).cumsum(-1)
+        # over the whole vocabulary, took a sixth of a decode step), against the running sum of exp(logit - max),
+        # the softmax before its division.
+        cdf = logits.sub_(logits.amax(-1, keepdim=True)).exp_().cumsum_(-1)
         uniform = 1.0 - torch.cat([torch.rand(1, generator=g, device=logits.device) for g in generators])  # (0, 1]
         picks = torch.searchsorted(cdf, (uniform * cdf[:, -1])[:, None]).view(-1)
         return picks.clamp(max=logits.shape[-1] - 1)
+
+
+class LlamaDecode:
+    """One decode step of a Llama-architecture model (transformers' model_type "llama": RMSNorm, rotary positions,
+    grouped-query attention, a SiLU-gated MLP), written against the model's own weights and a SlotCache. The same
+    arithmetic as transformers' forward, with less around it: q, k and v come from one product and gate and up from
+    another (each pair of weights concatenated once, the model's own Linear layers then viewing into them, so no
+    weight is held twice), keys and values are copied into the cache in one indexed copy per layer, the residual
+    stream is added in place, and the logits land in a buffer kept across steps. Other architectures (Gemma-2's
+    soft-capped attention, sliding windows, ...) and an attention kernel the user names decode through
+    transformers' forward."""
+
+    @staticmethod
+    def supports(model):
+        config = model.config
+        return (config.model_type == "llama" and config.hidden_act == "silu"
+                and getattr(config, "pretraining_tp", 1) == 1)
+
+    def __init__(self, model):
+        import torch
+
+        self.model = model
+        config = model.config
+        self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.layers = []
+        for layer in model.model.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append({
+                "norm_in": layer.input_layernorm, "norm_post": layer.post_attention_layernorm,
+                "qkv": _fuse([attn.q_proj, attn.k_proj, attn.v_proj]), "o": attn.o_proj,
+                "gate_up": _fuse([mlp.gate_proj, mlp.up_proj]), "down": mlp.down_proj, "scaling": attn.scaling,
+            })
+        self.intermediate = config.intermediate_size
+        self.logits = torch.empty(0)
+
+    def __call__(self, cache, tokens, positions, mask):
+        """Logits [rows, vocabulary] after feeding row i tokens[i] at positions[i]; the cache's keys/values up to
+        cache.width are attended (the mask hides each row's unused tail)."""
+        import torch
+        import torch.nn.functional as F
+
+        rows, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        base = self.model.model
+        hidden = base.embed_tokens(tokens)
+        cos, sin = base.rotary_emb(hidden, positions[None])
+        cos, sin = cos[0, :, None], sin[0, :, None]  # [rows, 1, head dim]
+        # Row r's key/value of head j goes to flat row (r * kv_heads + j) * length + position of a layer's cache.
+        slots = ((torch.arange(rows, device=tokens.device)[:, None] * kv_heads
+                  + torch.arange(kv_heads, device=tokens.device)[None, :]) * cache.length + positions[:, None]).view(-1)
+        for i, layer in enumerate(self.layers):
+            x = _rms_norm(layer["norm_in"], hidden)
+            qkv = F.linear(x, *layer["qkv"])
+            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(rows, heads + kv_heads, dim), cos, sin)
+            v = qkv[:, (heads + kv_heads) * dim:].reshape(rows * kv_heads, dim)
+            keys, values = cache.keys[i], cache.values[i]
+            keys.view(-1, dim).index_copy_(0, slots, qk[:, heads:].reshape(rows * kv_heads, dim))
+            values.view(-1, dim).index_copy_(0, slots, v)
+            # grouped-query attention by the kernel itself (enable_gqa): no copy of the cache per query head, and
+            # one query a task (15% faster than a key/value head's query heads as its queries: docs/benchmarks.md)
+            out = F.scaled_dot_product_attention(
+                qk[:, :heads, None], keys[:rows, :, : cache.width], values[:rows, :, : cache.width],
+                attn_mask=mask, scale=layer["scaling"], enable_gqa=True)
+            hidden += layer["o"](out.reshape(rows, heads * dim))
+            gate_up = F.linear(_rms_norm(layer["norm_post"], hidden), *layer["gate_up"])
+            hidden += layer["down"](F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate:]))
+        hidden = base.norm(hidden)
+        head = self.model.lm_head
+        if self.logits.shape[0] < rows or self.logits.dtype != hidden.dtype:
+            self.logits = torch.empty((rows, head.weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
+        logits = torch.mm(hidden, head.weight.t(), out=self.logits[:rows])
+        return logits if head.bias is None else logits.add_(head.bias)
+
+
+def _fuse(linears):
+    """(weight, bias) of one product that computes these Linear layers side by side; each layer's weight (and bias)
+    becomes a view into the concatenation."""
+    import torch
+
+    weight = torch.cat([layer.weight.detach() for layer in linears])
+    has_bias = [layer.bias is not None for layer in linears]
+    bias = torch.cat([layer.bias.detach() for layer in linears]) if all(has_bias) else None
+    if any(has_bias) and bias is None:
+        raise ValueError("cannot fuse layers of which only some have a bias")
+    start = 0
+    for layer in linears:
+        rows = layer.weight.shape[0]
+        layer.weight = torch.nn.Parameter(weight[start:start + rows], requires_grad=False)
+        if bias is not None:
+            layer.bias = torch.nn.Parameter(bias[start:start + rows], requires_grad=False)
+        start += rows
+    return weight, bias
+
+
+def _rms_norm(norm, hidden):
+    """transformers' LlamaRMSNorm, step for step (float32 inside)."""
+    import torch
+
+    x = hidden.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
+    return norm.weight * x.to(hidden.dtype)
+
+
+def _rotate(x, cos, sin):
+    """transformers' apply_rotary_pos_emb for one of q or k, [rows, heads, head dim]."""
+    import torch
+
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
 
 class SlotCache(Cache):
@@ -279,11 +474,14 @@ class SlotCache(Cache):
         columns = torch.arange(self.width, device=self.device)
         mask = torch.zeros((live, 1, 1, self.width), dtype=self.dtype, device=self.device)
         mask.masked_fill_((columns[None, :] > positions[:, None])[:, None, None, :], torch.finfo(self.dtype).min)
-        out = model(input_ids=last_tokens[:, None], position_ids=positions[:, None], attention_mask=mask,
-                    past_key_values=self, use_cache=True)
+        if isinstance(model, LlamaDecode):
+            logits = model(self, last_tokens, positions, mask)
+        else:
+            logits = model(input_ids=last_tokens[:, None], position_ids=positions[:, None], attention_mask=mask,
+                           past_key_values=self, use_cache=True).logits[:, -1]
         for i in range(live):
             self.lengths[i] += 1
-        return out.logits[:, -1]
+        return logits
 
     def update(self, key_states, value_states, layer_idx, *args, **kwargs):
         import torch
