@@ -44,3 +44,28 @@ def torch_dtype(dtype, device):
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     return getattr(torch, auto_dtype(device) if dtype == "auto" else dtype)
+
+
+# glibc mallopt parameters (malloc.h)
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+
+
+def reuse_freed_memory():
+    """On a Linux CPU, let glibc's malloc keep freed memory for the next allocation instead of returning it to the
+    kernel. A tensor over malloc's mmap threshold (at most 32 MiB) otherwise gets fresh pages every time, and the
+    page faults that fill them cost as much as the arithmetic: a training step frees and reallocates hundreds of
+    MiB of logit tiles and gradients (docs/benchmarks.md#train). Resident memory stays at its peak instead of
+    shrinking between steps. A no-op elsewhere (another libc, macOS, Windows) and with CUDA, whose tensors live in
+    torch's own caching allocator."""
+    import ctypes
+
+    import torch
+
+    if platform.system() != "Linux" or torch.cuda.is_available():
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl and others: keep their allocator as it is
+        return
+    libc.mallopt(M_MMAP_MAX, 0)
+    libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)

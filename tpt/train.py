@@ -184,6 +184,28 @@ def configure(training_args, work_dir, output_dir, has_eval, load_kwargs):
     return max_length
 
 
+# Vocabulary columns per logit tile when TRL scores tokens on a CPU (its default, 32,768, suits its GPU kernel)
+CPU_LOGPROB_TILE = 2048
+
+
+def cpu_scoring_tiles():
+    """On a CPU, TRL's fused LM head (log-probs without the full logits) folds each [tokens, 32,768] logit tile
+    with a dozen whole-tile torch ops: at ~500 tokens a tile is 70 MB, past what the caches and malloc keep, and the
+    loss took 45% of a step. Tiles of 2,048 columns stay in cache (the same sums in another order: last bits only)
+    and malloc keeps its freed memory (tpt.device.reuse_freed_memory): 1.4x the tokens/s (docs/benchmarks.md#train).
+    A GPU keeps TRL's tiles."""
+    import torch
+    import trl.trainer.utils
+
+    from tpt.device import reuse_freed_memory
+
+    if torch.cuda.is_available():
+        return
+    reuse_freed_memory()
+    if hasattr(trl.trainer.utils, "_CHUNKED_LOGPROB_CHUNK_SIZE"):  # TRL's private knob (trl pinned in requirements)
+        trl.trainer.utils._CHUNKED_LOGPROB_CHUNK_SIZE = CPU_LOGPROB_TILE
+
+
 def optimizer_steps(training_args, num_examples):
     """Optimizer steps the run will take (transformers' count: a partial accumulation still steps)."""
     if training_args.max_steps > 0:
@@ -268,6 +290,7 @@ def fit(train_records, eval_records, script_args, training_args, model_args):
     load_kwargs = model_load_kwargs(config, dtype, model_args.attn_implementation, model_revision,
                                     quantization_config is not None, trust)
     max_length = configure(training_args, work_dir, output_dir, bool(eval_records), load_kwargs)
+    cpu_scoring_tiles()
 
     trainer = SFTTrainer(
         model=model_path,
