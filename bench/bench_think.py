@@ -1,22 +1,24 @@
 """Think throughput on the embedded model, CPU: the transformers backend vs one sequence at a time vs others,
 and (--demo_eval) the demo's own Eval against the CPU's matmul bound, today's backend against an older one.
 
-    python bench/bench_think.py --demo_eval --questions 32 --kinds native,avx2 --dtypes float32,bfloat16 \
-        --before a7bdeab --repeats 3 --json bench/results/demo_eval.json
+    python bench/bench_think.py --demo_eval --questions 64 --kinds avx2,native --dtypes float32,bfloat16 \
+        --before eb2536d --repeats 2 --json bench/results/demo_eval.json
 
 --demo_eval: every run is a fresh process, and the runs interleave (kind, dtype, code) within each repeat, so the
 load of other processes hits them alike. A run first measures the bound, float32 matmuls in that process: a
 2048^3 product and the decode-shaped products of a 32-row step (576 -> 1536 and the 576 -> 49,152 vocabulary
-projection); then it samples the demo's Eval (runs/demo.sh: the demo's test questions, the tpt template, 4
-samples at temperature 0.7, up to 160 new tokens, natural stops, --batch_size rows, calls planned as
-tpt.generate plans them) on the first --questions questions. Kinds: native (what torch picks here) and avx2
-(ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2: this CPU with AVX2 kernels
-forced, the float32 path of a CPU without AVX-512; bfloat16 is skipped there, it has no bf16 units). Codes:
-after (this checkout's HFBackend) and before (tpt/backends/hf_backend.py of the git revision --before, loaded
-from `git show`). Reported per run: the bound, model tokens/s (prompt tokens + generated tokens per second, a
-prompt counted once per question as it is prefilled once), the tokens the model actually ran per second (the
-prompt's shared prefix, prefilled once per backend, not counted), generated tokens/s, and the share of the
-bound: tokens run x 0.269 GFLOP (SmolLM2-135M's matmuls per token) / the 2048^3 rate.
+projection); then it samples the demo's Eval (runs/demo.sh: the demo's test questions, --template, --num_samples
+at temperature 0.7, up to --max_tokens new tokens, natural stops) on the first --questions questions. Kinds:
+native (what torch picks here) and avx2 (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2
+MKL_ENABLE_INSTRUCTIONS=AVX2: this CPU with AVX2 kernels forced, the float32 path of a CPU without AVX-512;
+bfloat16 is skipped there, it has no bf16 units). Codes: after (this checkout's HFBackend, --batch_size rows, all
+questions in one continuous batch as tpt.generate streams them) and before (tpt/backends/hf_backend.py of the git
+revision --before, loaded from `git show`, run as gen_eval.py ran it then: --before_batch_size rows, calls of
+4 x rows / num_samples questions, one seed per call). Reported per run: the bound, model tokens/s (prompt tokens +
+generated tokens per second, a prompt counted once per question as it is prefilled once), the tokens the model
+actually ran per second (the prompt's shared prefix, prefilled once per backend, not counted), generated
+tokens/s, and the share of the bound: tokens run x 0.269 GFLOP (SmolLM2-135M's matmuls per token) / the 2048^3
+rate.
 
     python bench/bench_think.py --questions 1 --num_samples 32 --max_tokens 128 --batch_size 32 \
         --dtypes float32,bfloat16 --modes hf_batched,hf_single,hf_static --repeats 3
@@ -73,6 +75,8 @@ def build_parser():
     parser.add_argument("--demo_eval", action="store_true", help="the demo's Eval against the matmul bound (above)")
     parser.add_argument("--kinds", default="native,avx2", help="--demo_eval: " + ", ".join(KINDS))
     parser.add_argument("--before", default="", help="--demo_eval: also run hf_backend.py of this git revision")
+    parser.add_argument("--before_batch_size", type=int, default=32, help="--demo_eval: rows of the --before code")
+    parser.add_argument("--template", default="plain", help="--demo_eval: the prompt template (the demo's)")
     parser.add_argument("--demo_run", default="", help=argparse.SUPPRESS)  # one --demo_eval run: KIND,DTYPE,CODE
     return parser
 
@@ -113,19 +117,11 @@ def load_before_backend(rev):
     return module.HFBackend
 
 
-def sample(backend, code, prompts, sampling, seeds):
-    """One generate call; the backend before the sampling settings became one object takes them one by one."""
-    if code == "after":
-        return backend.generate(prompts, sampling, seeds)
-    return backend.generate(prompts, sampling.num_samples, sampling.temperature, sampling.top_p, sampling.max_tokens,
-                            seeds)
-
-
 def demo_eval_run(args):
     """One --demo_eval run in this process: the bound, then the demo's Eval on the first --questions questions."""
     import torch
 
-    from tpt.backends import EngineConfig, Sampling, question_seeds, questions_per_call
+    from tpt.backends import EngineConfig, Sampling, question_seeds
     from tpt.backends.hf_backend import HFBackend, shared_prefix_length
     from tpt.data import DEMO_TASK, DEMO_TASK_CONFIG, make_gym_split
     from tpt.generate import load_tokenizer, plan_batches
@@ -137,23 +133,26 @@ def demo_eval_run(args):
     path = resolve_model("smollm2-135m")
     tokenizer = load_tokenizer(path)
     test = make_gym_split(DEMO_TASK, 400, 200, 1, 1_000_000, DEMO_TASK_CONFIG)[1][: args.questions]
-    prompts = [encode_prompt(tokenizer, q["question"]) for q in test]
+    prompts = [encode_prompt(tokenizer, q["question"], args.template) for q in test]
     stop_ids = stop_token_ids(tokenizer, load_generation_config(path))
-    prefix = shared_prompt_ids(tokenizer)
+    prefix = shared_prompt_ids(tokenizer, args.template)
+    n, temperature = args.num_samples, 0.7
     if code == "after":
-        backend = HFBackend(path, tokenizer, stop_ids,
-                            EngineConfig(dtype=dtype, max_model_len=1024, batch_size=args.batch_size, template="tpt"))
-    else:  # the backend before the engine settings became one object takes them as keywords
+        backend = HFBackend(path, tokenizer, stop_ids, EngineConfig(dtype=dtype, max_model_len=1024,
+                                                                    batch_size=args.batch_size, template=args.template))
+        backend.generate(prompts[:1], Sampling(1, temperature, 1.0, 4), [0])  # warm-up (and the prefix's prefill)
+        t0 = time.time()
+        results = backend.generate(prompts, Sampling(n, temperature, 1.0, args.max_tokens),
+                                   question_seeds(0, [q["idt"] for q in test]))
+    else:  # the backend of the issue's day: engine settings as keywords, one seed per call, calls of 4 x rows
         backend = load_before_backend(args.before)(path, tokenizer, stop_ids, dtype=dtype, max_model_len=1024,
-                                                   batch_size=args.batch_size)
-    sample(backend, code, prompts[:1], Sampling(1, 0.7, 1.0, 4), [0])  # warm-up (and the prefix's one prefill)
-    num_samples, generated = 4, 0
-    t0 = time.time()
-    for batch in plan_batches(prompts, questions_per_call("hf", num_samples, args.batch_size)):
-        results = sample(backend, code, [prompts[i] for i in batch], Sampling(num_samples, 0.7, 1.0, args.max_tokens),
-                         question_seeds(0, [test[i]["idt"] for i in batch]))
-        generated += sum(s["num_tokens"] for r in results for s in r)
+                                                   batch_size=args.before_batch_size)
+        backend.generate(prompts[:1], 1, temperature, 1.0, 4, 0)
+        t0, results = time.time(), []
+        for b, batch in enumerate(plan_batches(prompts, max(1, 4 * args.before_batch_size // n))):
+            results += backend.generate([prompts[i] for i in batch], n, temperature, 1.0, args.max_tokens, b)
     seconds = time.time() - t0
+    generated = sum(s["num_tokens"] for r in results for s in r)
 
     prompt_tokens = sum(len(p) for p in prompts)
     run_tokens = prompt_tokens - (sum(shared_prefix_length(p, prefix) for p in prompts) if code == "after" else 0)
@@ -161,7 +160,7 @@ def demo_eval_run(args):
     return {
         "kind": kind, "dtype": dtype, "code": code, "capability": torch.backends.cpu.get_cpu_capability(),
         "bound_gflops": bound, "bound_model_tokens_per_s": top / GFLOP_PER_TOKEN,
-        "questions": len(prompts), "samples": len(prompts) * num_samples, "prompt_tokens": prompt_tokens,
+        "questions": len(prompts), "samples": len(prompts) * n, "prompt_tokens": prompt_tokens,
         "prompt_tokens_run": run_tokens, "generated_tokens": generated, "seconds": seconds,
         "model_tokens_per_s": (prompt_tokens + generated) / seconds,
         "run_tokens_per_s": (run_tokens + generated) / seconds,
@@ -183,7 +182,8 @@ def demo_eval(args):
         for combo in combos:
             cmd = [sys.executable, os.path.abspath(__file__), "--demo_run", ",".join(combo), "--questions",
                    str(args.questions), "--batch_size", str(args.batch_size), "--max_tokens", str(args.max_tokens),
-                   "--before", args.before] + (["--threads", str(args.threads)] if args.threads else [])
+                   "--num_samples", str(args.num_samples), "--template", args.template, "--before", args.before,
+                   "--before_batch_size", str(args.before_batch_size)] + (["--threads", str(args.threads)] if args.threads else [])
             out = subprocess.run(cmd, capture_output=True, text=True, check=False, env={**os.environ, **KINDS[combo[0]]})
             if out.returncode:
                 raise SystemExit(f"error: run {combo} failed:\n{out.stderr[-3000:]}")
@@ -200,11 +200,11 @@ def demo_eval(args):
     ratios = {}
     for kind, dtype, code in combos:  # after / before, each repeat's pair, then the median
         if code == "before":
-            pairs = zip(runs[(kind, dtype, "after")], runs[(kind, dtype, "before")])
+            pairs = list(zip(runs[(kind, dtype, "after")], runs[(kind, dtype, "before")]))
             ratios[f"{kind} {dtype}"] = {k: statistics.median(a[k] / b[k] for a, b in pairs)
                                          for k in ("model_tokens_per_s", "generated_tokens_per_s")}
             ratios[f"{kind} {dtype}"]["seconds_before_over_after"] = statistics.median(
-                b["seconds"] / a["seconds"] for a, b in zip(runs[(kind, dtype, "after")], runs[(kind, dtype, "before")]))
+                b["seconds"] / a["seconds"] for a, b in pairs)
     from tpt.device import cpu_has_bf16
 
     result = {"settings": {k: v for k, v in vars(args).items() if k not in ("json", "peak_memory_only", "demo_run")},
