@@ -254,6 +254,23 @@ def test_gen_eval_whose_engine_dies_says_one_line_then_resumes_to_the_same_files
     assert_files_are_the_module_engines(out, engine, model, 64, 0.7, 6)
 
 
+def test_two_data_parallel_engines_on_ray_write_what_one_engine_samples(tmp_path, model, engine):
+    # Two replicas, each a Ray actor holding its own real CPU engine, on a local cluster the script starts; the
+    # run's two calls (4 questions x 64 samples each) go one to each. Every question's samples come from its seed,
+    # so the e-files equal the module engine's (one engine) whichever replica drew a question.
+    out = tmp_path / "ray"
+    args = SCRIPT_ARGS + ["--num_samples", "64", "--seed", "7", "--output_dir", str(out), "--ray", "local",
+                          "--data_parallel_size", "2"]
+    done = subprocess.run([PYTHON, str(ROOT / "gen_synth.py"), *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["backend"] == "vllm" and manifest["args"]["data_parallel_size"] == 2
+    assert "ray_replica_resources" in manifest
+    assert "replica 0: " in done.stdout and "replica 1: " in done.stdout, done.stdout[-3000:]  # both sampled
+    assert_files_are_the_module_engines(out, engine, model, 64, 0.8, 7)
+
+
 # --- one tiny round of the loop with BACKEND=vllm ---
 
 def test_loop_round_on_the_vllm_backend(tmp_path):
