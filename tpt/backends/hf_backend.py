@@ -104,8 +104,7 @@ class HFBackend:
         if self.batch_size:
             return self.batch_size
         config = self.model.config.get_text_config()
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        per_row = (length * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim
+        per_row = (length * config.num_hidden_layers * 2 * config.num_key_value_heads * head_dim(config)
                    * torch.finfo(self.dtype).bits // 8)
         if self.device == "cuda":
             memory = torch.cuda.mem_get_info()[0]
@@ -336,7 +335,7 @@ class LlamaDecode:
         self.model = model
         config = model.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
-        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // self.heads
+        self.head_dim = head_dim(config)
         self.layers = []
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -384,6 +383,11 @@ class LlamaDecode:
             self.logits = torch.empty((rows, head.weight.shape[0]), dtype=hidden.dtype, device=hidden.device)
         logits = torch.mm(hidden, head.weight.t(), out=self.logits[:rows])
         return logits if head.bias is None else logits.add_(head.bias)
+
+
+def head_dim(config):
+    """A transformers config's attention head size: its head_dim, else hidden size / heads."""
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
 def _fuse(linears):
