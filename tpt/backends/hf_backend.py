@@ -22,7 +22,6 @@ from tpt.prompt import shared_prompt_ids
 
 
 SLOT_ATTENTION = "tpt_slot_sdpa"
-PREFILL_PROMPTS = 8  # prompts prefilled side by side (a prompt of ~40 tokens alone reads every weight for little)
 
 
 def _slot_attention(module, query, key, value, attention_mask, **kwargs):
@@ -182,15 +181,7 @@ class HFBackend:
                     if finished(row):  # a prompt that leaves no room under max_model_len
                         continue
                     if p not in prefilled:
-                        # this prompt and the next few the queue holds, prefilled side by side
-                        ahead = [p]
-                        for q, _ in queue:
-                            if len(ahead) == PREFILL_PROMPTS:
-                                break
-                            if q != ahead[-1] and q not in prefilled and budgets[q] > 0:
-                                ahead.append(q)
-                        for q, kv in zip(ahead, self._prefill([prompt_token_ids[q] for q in ahead])):
-                            prefilled[q] = [kv, num_samples - s if q == p else num_samples]
+                        prefilled[p] = [self._prefill(prompt_token_ids[p]), num_samples - s]
                     logits, source = prefilled[p][0]
                     prefilled[p][1] -= 1
                     if prefilled[p][1] == 0:
@@ -216,38 +207,23 @@ class HFBackend:
                 yield [(p, results.pop(p)) for p in done]
                 done.clear()
 
-    def _prefill(self, prompts):
-        """Per prompt (logits of its last position, its keys/values per layer): the keys/values of the part it shares
-        with prompt_prefix from the one prefill of that prefix, then forward passes over the rest, the prompts that
-        share as much of it side by side (right-padded: a weight read once serves them all)."""
+    def _prefill(self, prompt):
+        """(logits of the prompt's last position, the prompt's keys/values): the keys/values of the part it shares
+        with prompt_prefix from the one prefill of that prefix, then one forward pass over the rest. One prompt at
+        a time, so its cache depends on it alone (prefilled beside other prompts, a product's last bits would
+        depend on them: a Ray replica, whose calls hold other questions, would then sample otherwise)."""
         import torch
         from transformers import DynamicCache
 
-        out = [None] * len(prompts)
-        groups = {}
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(shared_prefix_length(prompt, self.prompt_prefix), []).append(i)
-        for shared, members in groups.items():
-            rest = [prompts[i][shared:] for i in members]
-            n, longest = len(rest), max(len(r) for r in rest)
-            cache = DynamicCache(config=self.model.config)
-            if shared:
-                # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
-                for layer, (k, v) in enumerate(self._prefix_cache()):
-                    cache.update(k[None, :, :shared].expand(n, -1, -1, -1), v[None, :, :shared].expand(n, -1, -1, -1),
-                                 layer)
-            ids = torch.tensor([r + [self.stop_ids[0]] * (longest - len(r)) for r in rest], device=self.device)
-            mask = torch.tensor([[1] * (shared + len(r)) + [0] * (longest - len(r)) for r in rest], device=self.device)
-            positions = torch.arange(shared, shared + longest, device=self.device).expand(n, -1)
-            hidden = self.model.model(input_ids=ids, attention_mask=mask, position_ids=positions,
-                                      past_key_values=cache, use_cache=True).last_hidden_state
-            last = hidden[torch.arange(n, device=self.device), torch.tensor([len(r) - 1 for r in rest])]
-            logits = self.model.lm_head(last)
-            for row, i in enumerate(members):
-                length = shared + len(rest[row])
-                out[i] = (logits[row:row + 1], [(layer.keys[row, :, :length], layer.values[row, :, :length])
-                                                for layer in cache.layers])
-        return out
+        shared = shared_prefix_length(prompt, self.prompt_prefix)
+        prompt_cache = DynamicCache(config=self.model.config)
+        if shared:
+            # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
+            for layer, (k, v) in enumerate(self._prefix_cache()):
+                prompt_cache.update(k[None, :, :shared], v[None, :, :shared], layer)
+        out = self.model(input_ids=torch.tensor([prompt[shared:]], device=self.device), past_key_values=prompt_cache,
+                         use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]
 
     def _prefix_cache(self):
         """Per layer (keys, values) of prompt_prefix, [kv heads, prefix length, head dim]: one forward pass, once."""
