@@ -87,8 +87,9 @@ def main():
         out = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if out.returncode != 0:
             sys.exit(f"{mode} failed:\n{out.stderr[-3000:]}")
-        # vLLM's shutdown may log to stdout after the result line
-        results[mode] = json.loads([line for line in out.stdout.splitlines() if line.startswith('{"mode"')][-1])
+        # vLLM's shutdown may log to stdout after the result, on its line too: read the JSON object and no further
+        line = [line for line in out.stdout.splitlines() if line.startswith('{"mode"')][-1]
+        results[mode] = json.JSONDecoder().raw_decode(line)[0]
         print(json.dumps(results[mode]), flush=True)
     results["load_average_after"] = os.getloadavg()
     rate = {m: results[m]["tokens_per_second"] for m in MODES if m in results}
