@@ -54,7 +54,7 @@ def add_generation_args(parser, temperature, max_tokens=1500, max_model_len=1500
     parser.add_argument("--backend", choices=BACKENDS, default="auto",
                         help="auto: vLLM when installed and CUDA is available, else transformers")
     parser.add_argument("--batch_size", type=int, default=0,
-                        help="transformers: rows decoded together (0 = auto: up to 256, the KV cache within a quarter "
+                        help="transformers: rows decoded together (0 = auto: up to 512, the KV cache within a quarter "
                         "of the memory); never changes a sample")
     parser.add_argument("--dtype", choices=DTYPES, default="auto",
                         help="auto: bfloat16 where the GPU or CPU has bf16 units, else float32 (vLLM: the model's own)")

@@ -47,7 +47,7 @@ def derive_seed(seed, *keys):
 
 
 VLLM_CPU_SEQUENCES = 256  # vLLM's max_num_seqs on a CPU (offline LLM class)
-AUTO_ROWS = 256  # transformers, --batch_size 0: rows decoded together at most (docs/benchmarks.md: by width)
+AUTO_ROWS = 512  # transformers, --batch_size 0: rows decoded together at most (docs/benchmarks.md: by width)
 KV_CACHE_SHARE = 0.25  # transformers, --batch_size 0: the KV cache's share of the memory at most
 SEED_SCHEME = "question"  # recorded in a run's journal: the seeds come from question ids (question_seeds)
 
