@@ -358,9 +358,9 @@ class LlamaDecode:
         vocabulary = head.weight.shape[0]
         if self.logits.numel() < rows * vocabulary or self.logits.dtype != hidden.dtype:
             self.logits = torch.empty(rows * vocabulary, dtype=hidden.dtype, device=hidden.device)
-        # weight @ hidden^T, the logits transposed (the sampler's copy into its buffer transposes them back): MKL's
-        # float32 GEMM ran the vocabulary projection 1.6x faster so than as hidden @ weight^T at 256 rows on an AMD
-        # EPYC, Zen 3, AVX2 only (docs/benchmarks.md)
+        # weight @ hidden^T, the logits transposed (the sampler's copy into its buffer transposes them back): at 256
+        # rows MKL's float32 GEMM ran the vocabulary projection 1.6x faster in this order than as hidden @ weight^T
+        # on an AMD EPYC, Zen 3, AVX2 only (docs/benchmarks.md)
         logits = torch.mm(head.weight, hidden.t(), out=self.logits[: rows * vocabulary].view(vocabulary, rows)).t()
         return logits if head.bias is None else logits.add_(head.bias)
 
