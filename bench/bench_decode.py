@@ -4,6 +4,7 @@
     python bench/bench_decode.py --attention --rows 256         # one layer's decode attention, every formulation
     python bench/bench_decode.py --step --rows 128,256,512      # a steady-state decode step (add --profile)
     python bench/bench_decode.py --eval --rows 256,512          # the demo's whole Eval (130 questions x 8)
+    python bench/bench_decode.py --rows_invariance              # from how many rows a product's row keeps its bits
 
 Figures and the CPU they came from: docs/benchmarks.md ("On an AVX2-only CPU"). Each part prints medians; the
 demo's Eval runs the widths one after another in this process, the first width first.
@@ -121,7 +122,7 @@ def step(rows, profile):
     prompt = encode_prompt(backend.tokenizer, "Tom has 3 apples and buys 4 more. How many apples does he have?", "plain")
     spread = [len(prompt) + (r * (MAX_TOKENS - 1)) // rows for r in range(rows)]
     with torch.inference_mode():
-        _, prompt_kv = backend._prefill(prompt)
+        _, prompt_kv = backend._prefill([prompt])[0]
         cache = SlotCache(rows, len(prompt) + MAX_TOKENS + 1, backend.dtype, backend.device)
         for r in range(rows):
             cache.load(r, prompt_kv)
@@ -162,6 +163,26 @@ def demo_eval(rows):
           f"generated tokens/s, {model_tokens / seconds:.0f} model tokens/s")
 
 
+def rows_invariance(largest=600):
+    """For each of the model's product shapes (as F.linear and as weight @ x^T run it, float32): the row counts m
+    at which row 0 comes out otherwise than at `largest` rows. Decode steps and batched prefills rely on none at 16
+    rows and up (tpt/backends/hf_backend.py MIN_PRODUCT_ROWS)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    counts = list(range(1, 33)) + [35, 64, 100, 140, 256, 280, 350, 512, largest]
+    for name, (out_features, in_features) in {"q/k/v 576->1152": (1152, 576), "gate/up 576->3072": (3072, 576),
+                                              "down 1536->576": (576, 1536), "o 576->576": (576, 576),
+                                              "vocabulary 576->49152": (49152, 576)}.items():
+        weight, x = torch.randn(out_features, in_features), torch.randn(largest, in_features)
+        for order, product in (("x @ W^T", lambda m: F.linear(x[:m], weight)[:1]),
+                               ("W @ x^T", lambda m: torch.mm(weight, x[:m].t()).t()[:1])):
+            reference = product(largest)
+            differ = [m for m in counts if not torch.equal(product(m), reference)]
+            print(f"{name} {order}: row 0 differs from {largest} rows at {differ or 'no'} rows")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", default="256", help="comma-separated row counts")
@@ -170,11 +191,14 @@ def main():
     parser.add_argument("--step", action="store_true")
     parser.add_argument("--profile", action="store_true", help="--step: also torch.profiler over 10 steps")
     parser.add_argument("--eval", action="store_true")
+    parser.add_argument("--rows_invariance", action="store_true")
     args = parser.parse_args()
     import torch
 
     print(f"torch {torch.__version__}, capability {torch.backends.cpu.get_cpu_capability()}, "
           f"{torch.get_num_threads()} threads")
+    if args.rows_invariance:
+        rows_invariance()
     for rows in [int(r) for r in args.rows.split(",")]:
         if args.products:
             products(rows)

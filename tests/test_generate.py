@@ -405,6 +405,73 @@ def test_shared_prompt_prefix_changes_no_sample(hf32):
         backend.generate([prefix + [prompts[1][len(prefix)]]], Sampling(1, 0.0, 1.0, 4), seeds=[0])
 
 
+@pytest.fixture(scope="module")
+def hf32_tpt(hf32):
+    """The embedded model with the tpt template's opening prefilled once and reused (backend.prompt_prefix)."""
+    from tpt.backends import EngineConfig, load_backend
+
+    backend, tokenizer, _ = hf32
+    return load_backend("hf", backend.model.name_or_path, tokenizer,
+                        EngineConfig(dtype="float32", batch_size=3, template="tpt"))
+
+
+PREFILL_COMPANY = [
+    # (template, prompts prefilled together): prompt 4 is the tpt template's opening and one token more
+    (None, [0, 1, 2, 3]),  # four whole prompts in one product
+    (None, [3, 2, 1, 0]),  # the same four in another order
+    (None, [1, 2]),  # the two long GSM8K prompts
+    ("tpt", [1, 2, 4]),  # after the reused opening: two GSM8K rests and a one-token rest
+    ("tpt", [4, 0]),  # a one-token rest beside a short prompt's: fewer rows than MIN_PRODUCT_ROWS, padded
+]
+
+
+@pytest.mark.parametrize("template,group", PREFILL_COMPANY)
+def test_prompt_prefilled_beside_others_gets_its_cache_alone_bit_for_bit(hf32, hf32_tpt, template, group):
+    import torch
+
+    from tpt.backends.hf_backend import LlamaDecode
+
+    backend = hf32_tpt if template else hf32[0]
+    assert isinstance(backend.decode, LlamaDecode)  # the batched prefill, not transformers' forward
+    prompts = hf32[2] + [hf32_tpt.prompt_prefix + [hf32[2][1][len(hf32_tpt.prompt_prefix)]]]
+    with torch.inference_mode():
+        alone = [backend._prefill([prompts[p]])[0] for p in group]
+        together = backend._prefill([prompts[p] for p in group])
+    for (logits, cache), (logits_alone, cache_alone) in zip(together, alone, strict=True):
+        assert torch.equal(logits, logits_alone)
+        assert all(torch.equal(a, b) for layer, layer_alone in zip(cache, cache_alone, strict=True)
+                   for a, b in zip(layer, layer_alone, strict=True))
+
+
+LIVE_ROWS = [
+    # rows live in a decode step (the same prompt and token in each): row 0's logits must equal those at 40 rows
+    1,  # the last sample of a run, alone
+    2,  # two left
+    3,  # the last count below which MKL's float32 x @ W^T rounds otherwise (AVX2)
+    11,  # the last count below which weight @ x^T (the vocabulary projection) rounds otherwise
+    16,  # MIN_PRODUCT_ROWS, unpadded
+]
+
+
+@pytest.mark.parametrize("live", LIVE_ROWS)
+def test_decode_step_row_does_not_depend_on_how_many_rows_are_live(hf32, live):
+    import torch
+
+    from tpt.backends.hf_backend import SlotCache
+
+    backend, _, prompts = hf32
+
+    def first_row_logits(rows):
+        _, prompt_cache = backend._prefill([prompts[1]])[0]
+        cache = SlotCache(rows, len(prompts[1]) + 1, backend.dtype, backend.device)
+        for row in range(rows):
+            cache.load(row, prompt_cache)
+        return cache.step(backend.decode, torch.full((rows,), 7))[0].clone()
+
+    with torch.inference_mode():
+        assert torch.equal(first_row_logits(live), first_row_logits(40))
+
+
 def test_bfloat16_samples_repeat_per_seed(hf32):
     from tpt.backends import EngineConfig, load_backend
 

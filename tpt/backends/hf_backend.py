@@ -6,9 +6,11 @@ the longest live row. A row that finishes is refilled at once from the queue of 
 never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
 prefilled once and its cache copied to the rows of its samples; the opening every prompt of the run's template
 shares (the chat template's system turn and the template's words before the question: tpt.prompt.shared_prompt_ids)
-is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. Each
-sequence samples with its own generator, seeded with its question's seed + its sample index, so a sample does not
-depend on which row or batch it ran in.
+is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. For llama
+models the waiting prompts are prefilled up to PREFILL_PROMPTS at a time: their products run together, their
+attention and logits each alone, so a prompt's cache is bit for bit the one it gets alone. Each sequence
+samples with its own generator, seeded with its question's seed + its sample index, so a sample does not depend
+on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
 import os
@@ -22,6 +24,11 @@ from tpt.prompt import shared_prompt_ids
 
 
 SLOT_ATTENTION = "tpt_slot_sdpa"
+PREFILL_PROMPTS = 16  # prompts prefilled together at most (their keys/values wait in memory for free rows)
+# A float32 product's row came out the same whatever rows ran beside it from 4 rows up (12 as weight @ x^T) and
+# otherwise below (MKL, AVX2: bench/bench_decode.py --rows_invariance): prefills and decode steps run their
+# products at least this many rows, pads included, so a row never depends on the rows beside it.
+MIN_PRODUCT_ROWS = 16
 
 
 def _slot_attention(module, query, key, value, attention_mask, **kwargs):
@@ -181,7 +188,12 @@ class HFBackend:
                     if finished(row):  # a prompt that leaves no room under max_model_len
                         continue
                     if p not in prefilled:
-                        prefilled[p] = [self._prefill(prompt_token_ids[p]), num_samples - s]
+                        # this prompt and the next ones waiting: their products run together, and their caches
+                        # wait (a few MB) for free rows
+                        group = self._waiting_prompts(p, queue, prefilled, budgets)
+                        kvs = self._prefill([prompt_token_ids[q] for q in group])
+                        for q, prefill in zip(group, kvs):
+                            prefilled[q] = [prefill, num_samples - s if q == p else num_samples]
                     logits, source = prefilled[p][0]
                     prefilled[p][1] -= 1
                     if prefilled[p][1] == 0:
@@ -207,35 +219,61 @@ class HFBackend:
                 yield [(p, results.pop(p)) for p in done]
                 done.clear()
 
-    def _prefill(self, prompt):
-        """(logits of the prompt's last position, the prompt's keys/values): the keys/values of the part it shares
-        with prompt_prefix from the one prefill of that prefix, then one forward pass over the rest. One prompt at
-        a time, so its cache depends on it alone (prefilled beside other prompts, a product's last bits would
-        depend on them: a Ray replica, whose calls hold other questions, would then sample otherwise)."""
+    def _waiting_prompts(self, first, queue, prefilled, budgets):
+        """Prompt `first`, then up to PREFILL_PROMPTS - 1 of the queue's, in its order, not yet prefilled and with
+        room for a token."""
+        found = [first]
+        for q, _ in queue:
+            if len(found) == PREFILL_PROMPTS:
+                break
+            if q not in prefilled and budgets[q] > 0 and q not in found:
+                found.append(q)
+        return found
+
+    def _prefill(self, prompts):
+        """Per prompt (logits of its last position, its keys/values per layer): the keys/values of the part it shares
+        with prompt_prefix from the one prefill of that prefix, then the rest. With our own Llama step the prompts'
+        rest goes through the products together (PREFILL_PROMPTS at most) and through attention each alone, and
+        each prompt's logits come from a product of its own: a product's row does not change with the rows beside
+        it once there are MIN_PRODUCT_ROWS of them (the padding), so a prompt's cache depends on it alone, whatever
+        it was prefilled with (a Ray replica's calls hold other questions). Elsewhere transformers' forward, one
+        prompt at a time."""
         import torch
         from transformers import DynamicCache
 
-        shared = shared_prefix_length(prompt, self.prompt_prefix)
-        prompt_cache = DynamicCache(config=self.model.config)
-        if shared:
-            # Causal attention: the prefix's keys/values at positions < shared are the same whatever follows.
-            for layer, (k, v) in enumerate(self._prefix_cache()):
-                prompt_cache.update(k[None, :, :shared], v[None, :, :shared], layer)
-        out = self.model(input_ids=torch.tensor([prompt[shared:]], device=self.device), past_key_values=prompt_cache,
-                         use_cache=True, logits_to_keep=1)
-        return out.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]
+        shared = [shared_prefix_length(prompt, self.prompt_prefix) for prompt in prompts]
+        if isinstance(self.decode, LlamaDecode):
+            prefix = self._prefix_cache() if any(shared) else None
+            return self.decode.prefill([(prompt[n:], n) for prompt, n in zip(prompts, shared)], prefix)
+        out = []
+        for prompt, n in zip(prompts, shared):
+            prompt_cache = DynamicCache(config=self.model.config)
+            if n:
+                # Causal attention: the prefix's keys/values at positions < n are the same whatever follows.
+                for layer, (k, v) in enumerate(self._prefix_cache()):
+                    prompt_cache.update(k[None, :, :n], v[None, :, :n], layer)
+            result = self.model(input_ids=torch.tensor([prompt[n:]], device=self.device),
+                                past_key_values=prompt_cache, use_cache=True, logits_to_keep=1)
+            out.append((result.logits[:, -1], [(layer.keys[0], layer.values[0]) for layer in prompt_cache.layers]))
+        return out
 
     def _prefix_cache(self):
-        """Per layer (keys, values) of prompt_prefix, [kv heads, prefix length, head dim]: one forward pass, once."""
+        """Per layer (keys, values) of prompt_prefix, [kv heads, prefix length, head dim]: one prefill, once."""
+        if self._prefix_kv is None:
+            self._prefix_kv = self._prefill_alone(self.prompt_prefix)
+        return self._prefix_kv
+
+    def _prefill_alone(self, prompt):
+        """Per layer (keys, values) of `prompt` prefilled whole, by the same code as every other prompt."""
         import torch
         from transformers import DynamicCache
 
-        if self._prefix_kv is None:
-            cache = DynamicCache(config=self.model.config)
-            self.model(input_ids=torch.tensor([self.prompt_prefix], device=self.device), past_key_values=cache,
-                       use_cache=True, logits_to_keep=1)
-            self._prefix_kv = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
-        return self._prefix_kv
+        if isinstance(self.decode, LlamaDecode):
+            return self.decode.prefill([(prompt, 0)], None)[0][1]
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=torch.tensor([prompt], device=self.device), past_key_values=cache, use_cache=True,
+                   logits_to_keep=1)
+        return [(layer.keys[0], layer.values[0]) for layer in cache.layers]
 
     def close(self):
         self.model = None
@@ -330,18 +368,22 @@ class LlamaDecode:
         import torch.nn.functional as F
 
         rows, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
+        # The products run at least MIN_PRODUCT_ROWS rows (zero rows pad them), so a row's bits do not depend on
+        # how many rows are live: in a run's last steps that is how many other questions' samples are left.
+        total = max(rows, MIN_PRODUCT_ROWS)
         base = self.model.model
-        hidden = base.embed_tokens(tokens)
-        cos, sin = base.rotary_emb(hidden, positions[None])
-        cos, sin = cos[0, :, None], sin[0, :, None]  # [rows, 1, head dim]
+        hidden = _pad_rows(base.embed_tokens(tokens), total)
+        cos, sin = base.rotary_emb(hidden, _pad_rows(positions, total)[None])
+        cos, sin = cos[0, :, None], sin[0, :, None]  # [total, 1, head dim]
         # Row r's key/value of head j goes to flat row (r * kv_heads + j) * length + position of a layer's cache.
         slots = ((torch.arange(rows, device=tokens.device)[:, None] * kv_heads
                   + torch.arange(kv_heads, device=tokens.device)[None, :]) * cache.length + positions[:, None]).view(-1)
         for i, layer in enumerate(self.layers):
             x = _rms_norm(layer["norm_in"], hidden)
             qkv = F.linear(x, *layer["qkv"])
-            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(rows, heads + kv_heads, dim), cos, sin)
-            v = qkv[:, (heads + kv_heads) * dim:].reshape(rows * kv_heads, dim)
+            qk = _rotate(qkv[:rows, : (heads + kv_heads) * dim].view(rows, heads + kv_heads, dim), cos[:rows],
+                         sin[:rows])
+            v = qkv[:rows, (heads + kv_heads) * dim:].reshape(rows * kv_heads, dim)
             keys, values = cache.keys[i], cache.values[i]
             keys.view(-1, dim).index_copy_(0, slots, qk[:, heads:].reshape(rows * kv_heads, dim))
             values.view(-1, dim).index_copy_(0, slots, v)
@@ -350,19 +392,76 @@ class LlamaDecode:
             out = F.scaled_dot_product_attention(
                 qk[:, :heads, None], keys[:rows, :, : cache.width], values[:rows, :, : cache.width],
                 attn_mask=mask, scale=layer["scaling"], enable_gqa=True)
-            hidden += layer["o"](out.reshape(rows, heads * dim))
+            hidden += layer["o"](_pad_rows(out.reshape(rows, heads * dim), total))
             gate_up = F.linear(_rms_norm(layer["norm_post"], hidden), *layer["gate_up"])
             hidden += layer["down"](F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate:]))
         hidden = base.norm(hidden)
         head = self.model.lm_head
         vocabulary = head.weight.shape[0]
-        if self.logits.numel() < rows * vocabulary or self.logits.dtype != hidden.dtype:
-            self.logits = torch.empty(rows * vocabulary, dtype=hidden.dtype, device=hidden.device)
+        if self.logits.numel() < total * vocabulary or self.logits.dtype != hidden.dtype:
+            self.logits = torch.empty(total * vocabulary, dtype=hidden.dtype, device=hidden.device)
         # weight @ hidden^T, the logits transposed (the sampler's copy into its buffer transposes them back): at 256
         # rows MKL's float32 GEMM ran the vocabulary projection 1.6x faster in this order than as hidden @ weight^T
         # on an AMD EPYC, Zen 3, AVX2 only (docs/benchmarks.md)
-        logits = torch.mm(head.weight, hidden.t(), out=self.logits[: rows * vocabulary].view(vocabulary, rows)).t()
+        logits = torch.mm(head.weight, hidden.t(), out=self.logits[: total * vocabulary].view(vocabulary, total))
+        logits = logits[:, :rows].t()
         return logits if head.bias is None else logits.add_(head.bias)
+
+
+    def prefill(self, prompts, prefix_kv):
+        """Per prompt (logits of its last token [1, vocabulary], per layer (keys, values) [kv heads, length, head
+        dim]) for prompts [(token ids, n)]: the ids follow the first n tokens of the prompt, whose keys/values are
+        prefix_kv's first n. The products run over every prompt's tokens at once (padded to MIN_PRODUCT_ROWS),
+        attention and the logits over each prompt alone."""
+        import torch
+        import torch.nn.functional as F
+
+        heads, kv_heads, dim = self.heads, self.kv_heads, self.head_dim
+        base = self.model.model
+        device = base.embed_tokens.weight.device
+        sizes = [len(ids) for ids, _ in prompts]
+        pad = max(0, MIN_PRODUCT_ROWS - sum(sizes))
+        tokens = torch.tensor([t for ids, _ in prompts for t in ids] + [0] * pad, device=device)
+        positions = torch.tensor([n + i for ids, n in prompts for i in range(len(ids))] + [0] * pad, device=device)
+        hidden = base.embed_tokens(tokens)
+        cos, sin = base.rotary_emb(hidden, positions[None])
+        cos, sin = cos[0, :, None], sin[0, :, None]
+        caches = [[] for _ in prompts]
+        for i, layer in enumerate(self.layers):
+            qkv = F.linear(_rms_norm(layer["norm_in"], hidden), *layer["qkv"])
+            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim), cos, sin)
+            v = qkv[:, (heads + kv_heads) * dim:].view(-1, kv_heads, dim)
+            out, start = torch.zeros((hidden.shape[0], heads * dim), dtype=hidden.dtype, device=device), 0
+            for p, (ids, n) in enumerate(prompts):
+                rows = slice(start, start + len(ids))
+                keys, values = qk[rows, heads:].transpose(0, 1), v[rows].transpose(0, 1)
+                if n:
+                    keys = torch.cat([prefix_kv[i][0][:, :n], keys], dim=1)
+                    values = torch.cat([prefix_kv[i][1][:, :n], values], dim=1)
+                caches[p].append((keys, values))
+                # query j sits at position n + j and sees the keys up to there
+                visible = (torch.arange(n + len(ids), device=device)[None, :]
+                           <= torch.arange(n, n + len(ids), device=device)[:, None])
+                attended = F.scaled_dot_product_attention(
+                    qk[rows, :heads].transpose(0, 1)[None], keys[None], values[None], attn_mask=visible,
+                    scale=layer["scaling"], enable_gqa=True)
+                out[rows] = attended[0].transpose(0, 1).reshape(len(ids), heads * dim)
+                start += len(ids)
+            hidden += layer["o"](out)
+            gate_up = F.linear(_rms_norm(layer["norm_post"], hidden), *layer["gate_up"])
+            hidden += layer["down"](F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate:]))
+        last = [sum(sizes[: p + 1]) - 1 for p in range(len(prompts))]
+        final = base.norm(hidden[last])
+        return [(self.model.lm_head(final[p: p + 1]), caches[p]) for p in range(len(prompts))]
+
+
+def _pad_rows(x, total):
+    """x with zero rows appended up to `total` rows (x itself when it has as many)."""
+    import torch
+
+    if x.shape[0] >= total:
+        return x
+    return torch.cat([x, x.new_zeros((total - x.shape[0], *x.shape[1:]))])
 
 
 def head_dim(config):
