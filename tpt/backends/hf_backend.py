@@ -407,7 +407,6 @@ class LlamaDecode:
         logits = logits[:, :rows].t()
         return logits if head.bias is None else logits.add_(head.bias)
 
-
     def prefill(self, prompts, prefix_kv):
         """Per prompt (logits of its last token [1, vocabulary], per layer (keys, values) [kv heads, length, head
         dim]) for prompts [(token ids, n)]: the ids follow the first n tokens of the prompt, whose keys/values are
@@ -420,13 +419,16 @@ class LlamaDecode:
         base = self.model.model
         device = base.embed_tokens.weight.device
         sizes = [len(ids) for ids, _ in prompts]
-        pad = max(0, MIN_PRODUCT_ROWS - sum(sizes))
-        tokens = torch.tensor([t for ids, _ in prompts for t in ids] + [0] * pad, device=device)
-        positions = torch.tensor([n + i for ids, n in prompts for i in range(len(ids))] + [0] * pad, device=device)
-        hidden = base.embed_tokens(tokens)
-        cos, sin = base.rotary_emb(hidden, positions[None])
+        total = max(sum(sizes), MIN_PRODUCT_ROWS)
+        tokens = torch.tensor([t for ids, _ in prompts for t in ids], device=device)
+        positions = torch.tensor([n + i for ids, n in prompts for i in range(len(ids))], device=device)
+        hidden = _pad_rows(base.embed_tokens(tokens), total)
+        cos, sin = base.rotary_emb(hidden, _pad_rows(positions, total)[None])
         cos, sin = cos[0, :, None], sin[0, :, None]
         caches = [[] for _ in prompts]
+        # query j of a prompt sits at position n + j and sees the keys up to there (the same in every layer)
+        visible = [torch.arange(n + len(ids), device=device)[None, :] <= torch.arange(n, n + len(ids), device=device)[:, None]
+                   for ids, n in prompts]
         for i, layer in enumerate(self.layers):
             qkv = F.linear(_rms_norm(layer["norm_in"], hidden), *layer["qkv"])
             qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(-1, heads + kv_heads, dim), cos, sin)
@@ -439,11 +441,8 @@ class LlamaDecode:
                     keys = torch.cat([prefix_kv[i][0][:, :n], keys], dim=1)
                     values = torch.cat([prefix_kv[i][1][:, :n], values], dim=1)
                 caches[p].append((keys, values))
-                # query j sits at position n + j and sees the keys up to there
-                visible = (torch.arange(n + len(ids), device=device)[None, :]
-                           <= torch.arange(n, n + len(ids), device=device)[:, None])
                 attended = F.scaled_dot_product_attention(
-                    qk[rows, :heads].transpose(0, 1)[None], keys[None], values[None], attn_mask=visible,
+                    qk[rows, :heads].transpose(0, 1)[None], keys[None], values[None], attn_mask=visible[p],
                     scale=layer["scaling"], enable_gqa=True)
                 out[rows] = attended[0].transpose(0, 1).reshape(len(ids), heads * dim)
                 start += len(ids)
