@@ -77,9 +77,15 @@ def attention(rows, kv_heads=3, groups=3, dim=64):
         with sdpa_kernel(SDPBackend.MATH):
             return F.scaled_dot_product_attention(grouped, keys, values, attn_mask=mask, scale=scale)
 
+    from tpt.backends.cpu_attention import decode_attention
+
+    flat_query, out = query[:, :, 0].contiguous(), torch.empty(rows, kv_heads * groups, dim)
+    decode_attention(flat_query, keys, values, lengths + 1, scale, out)  # numba compiles (or loads) it here
     variants = {
         "read keys and values only": lambda: (keys.sum(), values.sum()),
-        "sdpa, enable_gqa (the decode step's)": lambda: F.scaled_dot_product_attention(
+        "tpt.backends.cpu_attention, each row to its own length (the float32 CPU decode step's)":
+            lambda: decode_attention(flat_query, keys, values, lengths + 1, scale, out),
+        "sdpa, enable_gqa (the decode step's in bfloat16)": lambda: F.scaled_dot_product_attention(
             query, keys, values, attn_mask=mask, scale=scale, enable_gqa=True),
         "sdpa, query heads as their kv head's queries": lambda: F.scaled_dot_product_attention(
             grouped, keys, values, attn_mask=mask, scale=scale),

@@ -472,6 +472,66 @@ def test_decode_step_row_does_not_depend_on_how_many_rows_are_live(hf32, live):
         assert torch.equal(first_row_logits(live), first_row_logits(40))
 
 
+BESIDE_LONGER_ROWS = [
+    # (rows live, how many tokens longer than row 0 the other rows are): row 0's logits must equal those beside
+    # rows as long as it (when the batch attended up to its longest row, any longer row changed row 0's bits)
+    (2, 1),  # one row a token longer: the width one more
+    (2, 40),  # one row 40 tokens longer
+    (20, 100),  # 19 rows 100 tokens longer
+    (150, 7),  # 149 rows 7 tokens longer
+]
+
+
+@pytest.mark.parametrize("live,longer", BESIDE_LONGER_ROWS)
+def test_decode_step_row_does_not_depend_on_the_lengths_of_the_rows_beside_it(hf32, live, longer):
+    import torch
+
+    from tpt.backends.hf_backend import SlotCache
+
+    backend, _, prompts = hf32
+    with torch.inference_mode():
+        _, prompt_cache = backend._prefill([prompts[1]])[0]
+        n = len(prompts[1])
+
+        def first_row_logits(others_length):
+            cache = SlotCache(live, n + longer + 1, backend.dtype, backend.device)
+            for row in range(live):
+                cache.load(row, prompt_cache)
+            cache.lengths[1:live] = [others_length] * (live - 1)  # their keys past n: zeros, as good as any
+            return cache.step(backend.decode, torch.full((live,), 7))[0].clone()
+
+        assert torch.equal(first_row_logits(n + longer), first_row_logits(n))
+
+
+CPU_ATTENTION_CASES = [
+    # (rows, lengths): the kernel against torch's sdpa over the same keys (the longest row's width, the rest masked)
+    ([1], "one row of one position"),
+    ([5, 77, 200], "rows of other lengths side by side"),
+    ([64] * 20, "twenty rows as long"),
+    ([1, 300, 2, 299], "the shortest beside the longest"),
+]
+
+
+@pytest.mark.parametrize("lengths,case", CPU_ATTENTION_CASES)
+def test_cpu_attention_matches_torch_sdpa(lengths, case):
+    import torch
+    import torch.nn.functional as F
+
+    from tpt.backends.cpu_attention import decode_attention
+
+    generator = torch.Generator().manual_seed(len(lengths))
+    rows, heads, kv_heads, dim, width = len(lengths), 9, 3, 64, max(lengths)
+    query = torch.randn((rows, heads, dim), generator=generator)
+    keys, values = (torch.randn((rows + 2, kv_heads, width + 5, dim), generator=generator) for _ in range(2))
+    out = torch.full((rows, heads, dim), float("nan"))
+    decode_attention(query, keys, values, torch.tensor(lengths), 0.125, out)
+    hidden = torch.arange(width)[None, :] >= torch.tensor(lengths)[:, None]
+    mask = torch.zeros((rows, 1, 1, width)).masked_fill_(hidden[:, None, None], float("-inf"))
+    expected = F.scaled_dot_product_attention(query[:, :, None], keys[:rows, :, :width], values[:rows, :, :width],
+                                              attn_mask=mask, scale=0.125, enable_gqa=True)[:, :, 0]
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-6)
+
+
 def test_bfloat16_samples_repeat_per_seed(hf32):
     from tpt.backends import EngineConfig, load_backend
 

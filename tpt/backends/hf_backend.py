@@ -1,16 +1,16 @@
 """The transformers backend: our own decode loop with continuous batching over a preallocated KV cache.
 
 `batch_size` rows decode together. Each row holds one sequence at its own length in a cache allocated once
-(SlotCache): a step writes one key/value per row in place instead of copying the cache, and attends only up to
-the longest live row. A row that finishes is refilled at once from the queue of waiting sequences, so the batch
-never idles on finished rows; once the queue is empty, finished rows are dropped from the batch. A prompt is
-prefilled once and its cache copied to the rows of its samples; the opening every prompt of the run's template
-shares (the chat template's system turn and the template's words before the question: tpt.prompt.shared_prompt_ids)
-is prefilled once per backend and its keys/values reused, so a prompt costs only the tokens after it. For llama
-models the waiting prompts are prefilled up to PREFILL_PROMPTS at a time: their products run together, their
-attention and logits each alone, so a prompt's cache is bit for bit the one it gets alone. Each sequence
-samples with its own generator, seeded with its question's seed + its sample index, so a sample does not depend
-on which row or batch it ran in.
+(SlotCache): a step writes one key/value per row in place instead of copying the cache; in float32 on the CPU each
+row attends only up to its own length (tpt.backends.cpu_attention), elsewhere up to the longest live row. A row that
+finishes is refilled at once from the queue of waiting sequences, so the batch never idles on finished rows; once
+the queue is empty, finished rows are dropped from the batch. A prompt is prefilled once and its cache copied to the
+rows of its samples; the opening every prompt of the run's template shares (the chat template's system turn and the
+template's words before the question: tpt.prompt.shared_prompt_ids) is prefilled once per backend and its
+keys/values reused, so a prompt costs only the tokens after it. For llama models the waiting prompts are prefilled
+up to PREFILL_PROMPTS at a time: their products run together, their attention and logits each alone, so a prompt's
+cache is bit for bit the one it gets alone. Each sequence samples with its own generator, seeded with its question's
+seed + its sample index, so a sample does not depend on which row or batch it ran in.
 Measured against transformers' `generate` (static batches) and `generate_batch` in bench/bench_think.py.
 """
 import os
@@ -29,6 +29,10 @@ PREFILL_PROMPTS = 16  # prompts prefilled together at most (their keys/values wa
 # otherwise below (MKL, AVX2: bench/bench_decode.py --rows_invariance): prefills and decode steps run their
 # products at least this many rows, pads included, so a row never depends on the rows beside it.
 MIN_PRODUCT_ROWS = 16
+# torch's attention (bfloat16, a GPU) runs over widths in multiples of this many positions: a row's output then came
+# out the same at every such width past its own length (its vector lanes and tails; AVX2), so it does not depend on
+# how long the longest row beside it is. Float32 on the CPU attends each row to its own length (cpu_attention).
+ATTENTION_WIDTH_STEP = 32
 
 
 def _slot_attention(module, query, key, value, attention_mask, **kwargs):
@@ -350,6 +354,8 @@ class LlamaDecode:
         config = model.config
         self.heads, self.kv_heads = config.num_attention_heads, config.num_key_value_heads
         self.head_dim = head_dim(config)
+        # our own attention kernel for float32 on the CPU (each row to its own length: tpt.backends.cpu_attention)
+        self.cpu_attention = model.device.type == "cpu" and model.dtype == torch.float32
         self.layers = []
         for layer in model.model.layers:
             attn, mlp = layer.self_attn, layer.mlp
@@ -368,9 +374,10 @@ class LlamaDecode:
         import torch.nn.functional as F
 
         rows, heads, kv_heads, dim = tokens.shape[0], self.heads, self.kv_heads, self.head_dim
-        # The products run at least MIN_PRODUCT_ROWS rows (zero rows pad them), so a row's bits do not depend on
-        # how many rows are live: in a run's last steps that is how many other questions' samples are left.
-        total = max(rows, MIN_PRODUCT_ROWS)
+        # The products (and torch's attention) run at least min_rows() rows, zero rows padding them, so a row's bits
+        # do not depend on how many rows are live: in a run's last steps that is how many other questions' samples
+        # are left.
+        total = max(rows, min_rows())
         base = self.model.model
         hidden = _pad_rows(base.embed_tokens(tokens), total)
         cos, sin = base.rotary_emb(hidden, _pad_rows(positions, total)[None])
@@ -378,21 +385,33 @@ class LlamaDecode:
         # Row r's key/value of head j goes to flat row (r * kv_heads + j) * length + position of a layer's cache.
         slots = ((torch.arange(rows, device=tokens.device)[:, None] * kv_heads
                   + torch.arange(kv_heads, device=tokens.device)[None, :]) * cache.length + positions[:, None]).view(-1)
+        attended = hidden.new_zeros((total, heads * dim))
+        if self.cpu_attention:
+            from tpt.backends.cpu_attention import decode_attention
+
+            lengths = positions + 1  # each row attends up to its new token
+        else:
+            mask = _pad_rows(mask, total)  # pad rows see everything (their outputs are dropped)
         for i, layer in enumerate(self.layers):
             x = _rms_norm(layer["norm_in"], hidden)
             qkv = F.linear(x, *layer["qkv"])
-            qk = _rotate(qkv[:rows, : (heads + kv_heads) * dim].view(rows, heads + kv_heads, dim), cos[:rows],
-                         sin[:rows])
+            qk = _rotate(qkv[:, : (heads + kv_heads) * dim].view(total, heads + kv_heads, dim), cos, sin)
             v = qkv[:rows, (heads + kv_heads) * dim:].reshape(rows * kv_heads, dim)
             keys, values = cache.keys[i], cache.values[i]
-            keys.view(-1, dim).index_copy_(0, slots, qk[:, heads:].reshape(rows * kv_heads, dim))
+            keys.view(-1, dim).index_copy_(0, slots, qk[:rows, heads:].reshape(rows * kv_heads, dim))
             values.view(-1, dim).index_copy_(0, slots, v)
-            # grouped-query attention by the kernel itself (enable_gqa): no copy of the cache per query head, and
-            # one query a task (15% faster than a key/value head's query heads as its queries: docs/benchmarks.md)
-            out = F.scaled_dot_product_attention(
-                qk[:, :heads, None], keys[:rows, :, : cache.width], values[:rows, :, : cache.width],
-                attn_mask=mask, scale=layer["scaling"], enable_gqa=True)
-            hidden += layer["o"](_pad_rows(out.reshape(rows, heads * dim), total))
+            if self.cpu_attention:
+                decode_attention(qk[:rows, :heads].contiguous(), keys, values, lengths, layer["scaling"],
+                                 attended[:rows].view(rows, heads, dim))
+            else:
+                # grouped-query attention by the kernel itself (enable_gqa): no copy of the cache per query head,
+                # and one query a task (15% faster than a key/value head's query heads as its queries)
+                out = F.scaled_dot_product_attention(
+                    qk[:, :heads, None], _pad_rows(keys[:rows, :, : cache.width], total),
+                    _pad_rows(values[:rows, :, : cache.width], total), attn_mask=mask, scale=layer["scaling"],
+                    enable_gqa=True)
+                attended[:rows] = out[:rows].reshape(rows, heads * dim)
+            hidden += layer["o"](attended)
             gate_up = F.linear(_rms_norm(layer["norm_post"], hidden), *layer["gate_up"])
             hidden += layer["down"](F.silu(gate_up[:, : self.intermediate]).mul_(gate_up[:, self.intermediate:]))
         hidden = base.norm(hidden)
@@ -454,6 +473,15 @@ class LlamaDecode:
         return [(self.model.lm_head(final[p: p + 1]), caches[p]) for p in range(len(prompts))]
 
 
+def min_rows():
+    """Rows a decode step's products and torch's attention in it run at least, pads included: from
+    MIN_PRODUCT_ROWS rows a product's row keeps its bits, and from as many rows as torch has threads an attention
+    row does (with fewer, torch's CPU flash kernel splits its work otherwise)."""
+    import torch
+
+    return max(MIN_PRODUCT_ROWS, torch.get_num_threads())
+
+
 def _pad_rows(x, total):
     """x with zero rows appended up to `total` rows (x itself when it has as many)."""
     import torch
@@ -512,6 +540,7 @@ class SlotCache(Cache):
 
     def __init__(self, rows, length, dtype, device):
         super().__init__(layers=[])
+        length = -(-length // ATTENTION_WIDTH_STEP) * ATTENTION_WIDTH_STEP  # room for the widest rounded width
         self.rows, self.length, self.dtype, self.device = rows, length, dtype, device
         self.keys, self.values = [], []  # allocated on the first load, when the head shapes are known
         self.lengths = [0] * rows  # tokens held per row
@@ -552,7 +581,7 @@ class SlotCache(Cache):
         self.live = live
         positions = torch.tensor(self.lengths[:live], device=self.device)
         self.write_at = positions
-        self.width = max(self.lengths[:live]) + 1
+        self.width = -(-(max(self.lengths[:live]) + 1) // ATTENTION_WIDTH_STEP) * ATTENTION_WIDTH_STEP
         columns = torch.arange(self.width, device=self.device)
         mask = torch.zeros((live, 1, 1, self.width), dtype=self.dtype, device=self.device)
         mask.masked_fill_((columns[None, :] > positions[:, None])[:, None, None, :], torch.finfo(self.dtype).min)
