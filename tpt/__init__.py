@@ -6,9 +6,9 @@ Questions and prompts: data (GSM8K and reasoning-gym question files), split (spl
 prompt (the one prompt builder).
 Scoring: extract (the one answer extractor), metrics (pass@k, maj@k, intervals), scoring (score a samples folder,
 prune), report (per-round tables, paired tests, verdicts).
-Sampling: generate (the Think/Eval driver), backends (hf_backend, vllm_backend: one interface), ray_sampling
-(engine replicas on a Ray cluster, --ray), models (model names, the embedded model), device (what the CPU/GPU
-can do).
+Sampling: generate (the Think/Eval driver), backends (hf_backend, vllm_backend: one interface; cpu_attention:
+hf_backend's float32 decode attention on the CPU), ray_sampling (engine replicas on a Ray cluster, --ray), models
+(model names, the embedded model), device (what the CPU/GPU can do).
 Training: train (Train as one story), train_args (its flags), train_data (kept traces -> checked examples).
 
 Scoring modules never import torch; only tpt/backends/vllm_backend.py imports vllm.
