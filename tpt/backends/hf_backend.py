@@ -482,6 +482,11 @@ def min_rows():
     return max(MIN_PRODUCT_ROWS, torch.get_num_threads())
 
 
+def _round_up(n, step):
+    """The least multiple of step that is at least n."""
+    return -(-n // step) * step
+
+
 def _pad_rows(x, total):
     """x with zero rows appended up to `total` rows (x itself when it has as many)."""
     import torch
@@ -540,7 +545,7 @@ class SlotCache(Cache):
 
     def __init__(self, rows, length, dtype, device):
         super().__init__(layers=[])
-        length = -(-length // ATTENTION_WIDTH_STEP) * ATTENTION_WIDTH_STEP  # room for the widest rounded width
+        length = _round_up(length, ATTENTION_WIDTH_STEP)  # room for the widest rounded width
         self.rows, self.length, self.dtype, self.device = rows, length, dtype, device
         self.keys, self.values = [], []  # allocated on the first load, when the head shapes are known
         self.lengths = [0] * rows  # tokens held per row
@@ -581,7 +586,7 @@ class SlotCache(Cache):
         self.live = live
         positions = torch.tensor(self.lengths[:live], device=self.device)
         self.write_at = positions
-        self.width = -(-(max(self.lengths[:live]) + 1) // ATTENTION_WIDTH_STEP) * ATTENTION_WIDTH_STEP
+        self.width = _round_up(max(self.lengths[:live]) + 1, ATTENTION_WIDTH_STEP)
         columns = torch.arange(self.width, device=self.device)
         mask = torch.zeros((live, 1, 1, self.width), dtype=self.dtype, device=self.device)
         mask.masked_fill_((columns[None, :] > positions[:, None])[:, None, None, :], torch.finfo(self.dtype).min)
